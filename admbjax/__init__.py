@@ -1,0 +1,21 @@
+"""admbjax: Laplace-approximation mixed models on JAX, in the spirit of ADMB-RE and TMB.
+
+Pipeline: data (:func:`group_data`) -> model (:class:`Model`) -> objective
+(:func:`make_objective`) -> optimise/infer (:func:`fit`) -> result (:class:`FitResult`).
+"""
+
+import jax as _jax
+
+_jax.config.update("jax_enable_x64", True)  # statistics needs float64 (DESIGN.md section 5)
+
+from ._data import GroupedData as GroupedData  # noqa: E402
+from ._data import group_data as group_data  # noqa: E402
+from ._fit import fit as fit  # noqa: E402
+from ._model import Model as Model  # noqa: E402
+from ._objective import Objective as Objective  # noqa: E402
+from ._objective import make_objective as make_objective  # noqa: E402
+from ._results import AdmbjaxWarning as AdmbjaxWarning  # noqa: E402
+from ._results import FitResult as FitResult  # noqa: E402
+from . import datasets as datasets  # noqa: E402
+
+__version__ = "0.1.0"

@@ -1,0 +1,84 @@
+"""Small dense linear algebra, unrolled elementwise.
+
+The per-subject blocks (q x q) and the REML Schur complement (p x p) are tiny. Batched
+LAPACK calls over many subjects were measured to deadlock on 2-core CPUs for N >= ~20,000
+and to be ~3x slower than plain elementwise code (DESIGN.md section 5), so the Cholesky
+factorisation and the triangular solves are written out over the (static) matrix size and
+act elementwise over any leading batch dimensions.
+
+A failed factorisation (a pivot that is not positive) is reported through the ``ok`` flag
+instead of raising, so compiled code can turn it into a result code.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+#: Above this size the factorisation falls back to LAPACK (only the p x p Schur complement
+#: of a model with many fixed effects gets that large).
+UNROLL_MAX = 12
+
+
+def cholesky(a):
+    """Lower Cholesky factor ``L`` of ``a`` (``[..., k, k]``) and a flag ``ok`` (``[...]``).
+
+    ``ok`` is False where a pivot is not positive (``a`` is not numerically positive
+    definite); ``L`` is then finite but meaningless there.
+    """
+    k = a.shape[-1]
+    if k > UNROLL_MAX:
+        chol = jnp.linalg.cholesky(a)
+        ok = jnp.all(jnp.isfinite(chol), axis=(-2, -1))
+        return jnp.where(ok[..., None, None], chol, jnp.eye(k, dtype=a.dtype)), ok
+    tiny = jnp.finfo(a.dtype).tiny
+    cols = [[None] * k for _ in range(k)]
+    ok = jnp.ones(a.shape[:-2], dtype=bool)
+    for j in range(k):
+        pivot = a[..., j, j] - sum((cols[j][m] ** 2 for m in range(j)), jnp.zeros_like(a[..., 0, 0]))
+        good = (pivot > tiny) & jnp.isfinite(pivot)
+        ok = ok & good
+        d = jnp.sqrt(jnp.where(good, pivot, 1.0))
+        cols[j][j] = d
+        for i in range(j + 1, k):
+            s = a[..., i, j] - sum((cols[i][m] * cols[j][m] for m in range(j)), jnp.zeros_like(d))
+            cols[i][j] = s / d
+    zero = jnp.zeros_like(a[..., 0, 0])
+    rows = [jnp.stack([cols[i][j] if j <= i else zero for j in range(k)], axis=-1) for i in range(k)]
+    return jnp.stack(rows, axis=-2), ok
+
+
+def solve_lower(chol, rhs):
+    """Solve ``L x = rhs`` for lower-triangular ``L`` (``[..., k, k]``), ``rhs`` ``[..., k, m]``."""
+    k = chol.shape[-1]
+    xs = []
+    for i in range(k):
+        s = rhs[..., i, :]
+        for m in range(i):
+            s = s - chol[..., i, m, None] * xs[m]
+        xs.append(s / chol[..., i, i, None])
+    return jnp.stack(xs, axis=-2)
+
+
+def solve_upper_t(chol, rhs):
+    """Solve ``L' x = rhs`` for lower-triangular ``L`` (``[..., k, k]``), ``rhs`` ``[..., k, m]``."""
+    k = chol.shape[-1]
+    xs = [None] * k
+    for i in reversed(range(k)):
+        s = rhs[..., i, :]
+        for m in range(i + 1, k):
+            s = s - chol[..., m, i, None] * xs[m]
+        xs[i] = s / chol[..., i, i, None]
+    return jnp.stack(xs, axis=-2)
+
+
+def cho_solve(chol, rhs):
+    """Solve ``A x = rhs`` given ``L`` with ``A = L L'``; ``rhs`` is ``[..., k]`` or ``[..., k, m]``."""
+    vector = rhs.ndim == chol.ndim - 1
+    r = rhs[..., None] if vector else rhs
+    x = solve_upper_t(chol, solve_lower(chol, r))
+    return x[..., 0] if vector else x
+
+
+def logdet_from_cholesky(chol):
+    """``log det A`` from the Cholesky factor of ``A``."""
+    return 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)

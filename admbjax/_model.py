@@ -1,0 +1,145 @@
+"""The model: a user's per-subject negative log joint density and its parameter blocks.
+
+A model is written exactly as in ADMB-RE or TMB: one subject's negative log joint density
+``nll(theta, beta, u, data)`` as a pure JAX function of
+
+- ``theta``: the outer parameters (any pytree of arrays, unconstrained scale),
+- ``beta``: the global (fixed-effect) vector,
+- ``u``: that subject's random effects (a vector of length ``n_random``),
+- ``data``: that subject's arrays, padded to a common length, plus ``data["mask"]``
+  (1.0 for an observation, 0.0 for padding).
+
+It must include every normalising constant (the Gaussian ``log(2 pi)`` terms and the density
+of ``u``), so that the Laplace approximation gives the marginal likelihood on lme4's scale.
+Which blocks are integrated out is said at fit time (``method="ML"`` or ``"REML"``), never
+inside the function.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class Model:
+    """A separable mixed model.
+
+    Attributes:
+      nll: ``nll(theta, beta, u, data) -> scalar``, one subject's negative log joint density.
+      theta: initial outer parameters (a pytree of arrays, unconstrained).
+      beta: initial fixed effects, a vector of length p.
+      n_random: q, the number of random effects per subject.
+      report: optional ``report(theta, beta) -> dict`` of natural-scale quantities (TMB's
+        ADREPORT); standard errors for them come by the delta method. The keys ``"sigma"``,
+        ``"G"`` (q x q covariance of the random effects) and ``"df"`` fill the summary.
+      ranef: optional ``ranef(theta, beta, u) -> b``, the random effects on the scale to
+        report (for example ``b = sigma * Lambda u``); the identity by default.
+      beta_names, random_names, group: labels for reporting.
+      family, formula: labels for reporting.
+    """
+
+    nll: Callable
+    theta: Any
+    beta: Any
+    n_random: int
+    report: Callable | None = None
+    ranef: Callable | None = None
+    beta_names: tuple = ()
+    random_names: tuple = ()
+    group: str = "group"
+    family: str = "custom"
+    formula: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not callable(self.nll):
+            raise TypeError("`nll` must be a function nll(theta, beta, u, data) -> scalar")
+        if int(self.n_random) < 1:
+            raise ValueError(f"`n_random` must be a positive integer, got {self.n_random!r}")
+        object.__setattr__(self, "beta", np.atleast_1d(np.asarray(self.beta, dtype=np.float64)))
+        object.__setattr__(self, "theta", jax.tree.map(lambda a: np.asarray(a, dtype=np.float64), self.theta))
+        if self.beta.ndim != 1:
+            raise ValueError(f"`beta` must be a vector, got shape {self.beta.shape}")
+        bad = [k for k, a in _named_leaves(self.theta) if not np.isfinite(a).all()]
+        if bad or not np.isfinite(self.beta).all():
+            raise ValueError(f"initial values are not finite: {bad or ['beta']}")
+        p = self.beta.shape[0]
+        if not self.beta_names:
+            object.__setattr__(self, "beta_names", tuple(f"beta[{j}]" for j in range(p)))
+        if not self.random_names:
+            object.__setattr__(self, "random_names", tuple(f"u[{j}]" for j in range(self.n_random)))
+        if len(self.beta_names) != p:
+            raise ValueError(f"`beta_names` has {len(self.beta_names)} names for {p} fixed effects")
+
+    @property
+    def n_fixed(self) -> int:
+        """p, the number of fixed effects."""
+        return self.beta.shape[0]
+
+    def ranef_of(self, theta, beta, u):
+        """Random effects on the reporting scale."""
+        return u if self.ranef is None else self.ranef(theta, beta, u)
+
+
+def _named_leaves(tree):
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return [(jax.tree_util.keystr(path), np.asarray(a)) for path, a in leaves]
+
+
+@dataclass(frozen=True)
+class ParamLayout:
+    """How the unconstrained outer vector ``x`` maps to ``(theta, beta)``.
+
+    Hashable, so that compiled programs can be shared by every fit with the same layout.
+    For REML ``beta`` is integrated out and is not part of ``x``.
+    """
+
+    treedef: Any
+    shapes: tuple
+    p: int
+    beta_in_x: bool
+
+    @classmethod
+    def of(cls, model: Model, beta_in_x: bool) -> "ParamLayout":
+        leaves, treedef = jax.tree.flatten(model.theta)
+        return cls(treedef, tuple(np.shape(a) for a in leaves), model.n_fixed, beta_in_x)
+
+    @property
+    def n_theta(self) -> int:
+        return int(sum(int(np.prod(s)) for s in self.shapes))
+
+    @property
+    def size(self) -> int:
+        return self.n_theta + (self.p if self.beta_in_x else 0)
+
+    def theta_of(self, x):
+        """The ``theta`` pytree from ``x``."""
+        leaves, start = [], 0
+        for shape in self.shapes:
+            n = int(np.prod(shape))
+            leaves.append(jnp.reshape(x[start:start + n], shape))
+            start += n
+        return jax.tree.unflatten(self.treedef, leaves)
+
+    def beta_of(self, x):
+        """``beta`` from ``x`` (ML only)."""
+        return x[self.n_theta:]
+
+    def flat(self, theta, beta=None):
+        """``x`` from ``theta`` (and ``beta`` when it is an outer parameter)."""
+        parts = [jnp.ravel(jnp.asarray(a)) for a in jax.tree.leaves(theta)]
+        if self.beta_in_x:
+            parts.append(jnp.asarray(beta))
+        return jnp.concatenate(parts)
+
+    def names(self, beta_names) -> list[str]:
+        """Names of the entries of ``x``."""
+        names = []
+        for (path, a) in _named_leaves(jax.tree.unflatten(self.treedef, [np.zeros(s) for s in self.shapes])):
+            names += [path] if a.ndim == 0 else [f"{path}[{i}]" for i in range(a.size)]
+        return names + (list(beta_names) if self.beta_in_x else [])

@@ -1,0 +1,140 @@
+"""The objective: the Laplace marginal nll as a pure function of the outer parameters.
+
+Like lme4's ``devFunOnly = TRUE`` and TMB's ``obj$fn``/``obj$gr``/``obj$he``: for ML the
+outer vector ``x`` is ``(theta, beta)``; for REML it is ``theta`` alone and ``beta`` is
+integrated out with the random effects. Every derivative is exact (see ``_laplace``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _laplace
+from ._data import GroupedData
+from ._model import Model, ParamLayout
+
+METHODS = ("REML", "ML")
+
+
+def check_method(method: str) -> str:
+    """Normalise ``method`` ("REML" or "ML", any case) or raise naming the argument."""
+    m = str(method).upper()
+    if m not in METHODS:
+        raise ValueError(f"`method` must be 'REML' or 'ML', got {method!r}")
+    return m
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Everything static about an objective: hashable, so compiled code is shared."""
+
+    nll: object
+    layout: ParamLayout
+    n_random: int
+    reml: bool
+    inner_tol: float = 1e-10
+    inner_max_iter: int = 100
+
+    @classmethod
+    def of(cls, model: Model, method: str, **options) -> "Spec":
+        reml = check_method(method) == "REML"
+        return cls(model.nll, ParamLayout.of(model, beta_in_x=not reml), int(model.n_random), reml, **options)
+
+    def params(self, x, mode: _laplace.Mode):
+        """``(theta, beta)`` at outer ``x`` (REML: ``beta`` from the inner mode)."""
+        theta = self.layout.theta_of(x)
+        beta = mode.beta if self.reml else self.layout.beta_of(x)
+        return theta, beta
+
+    def initial_mode(self, model: Model, n_subjects: int) -> _laplace.Mode:
+        beta = jnp.asarray(model.beta) if self.reml else jnp.zeros((0,))
+        return _laplace.Mode(beta, jnp.zeros((n_subjects, self.n_random)))
+
+    def x0(self, model: Model):
+        return self.layout.flat(model.theta, model.beta)
+
+
+def marginal(spec: Spec, x, mode_init: _laplace.Mode, data, n_steps: int = 2):
+    """Laplace marginal nll at ``x``, with the inner solve warm-started at ``mode_init``."""
+    beta_outer = None if spec.reml else spec.layout.beta_of(x)
+    xs = jax.lax.stop_gradient(x)
+    theta_s = spec.layout.theta_of(xs)
+    beta_s = None if spec.reml else spec.layout.beta_of(xs)
+    mode, info = _laplace.solve_mode(spec.nll, theta_s, beta_s, data, mode_init,
+                                     tol=spec.inner_tol, max_iter=spec.inner_max_iter)
+    lap = _laplace.laplace(spec.nll, spec.layout.theta_of(x), beta_outer, data, mode, n_steps=n_steps)
+    return lap, info
+
+
+def value_grad_hessian(spec: Spec, x, mode_init, data):
+    """``(nll, gradient, Hessian, Laplace, InnerInfo)`` at ``x``, all exact, in one pass."""
+
+    def grad_with_aux(x):
+        g, aux = jax.grad(lambda x: _value_with_aux(spec, x, mode_init, data), has_aux=True)(x)
+        return g, (g, aux)
+
+    h, (g, (lap, info)) = jax.jacfwd(grad_with_aux, has_aux=True)(x)
+    return lap.nll, g, 0.5 * (h + h.T), lap, info
+
+
+def _value_with_aux(spec, x, mode_init, data):
+    lap, info = marginal(spec, x, mode_init, data)
+    return lap.nll, (lap, info)
+
+
+@dataclass(frozen=True, eq=False)
+class Objective:
+    """The marginal nll of ``model`` on ``data`` as a function of the outer vector ``x``.
+
+    ``objective(x)`` returns the Laplace nll (lme4's constants included: ``2 * nll`` is the
+    REML criterion or the deviance); ``.grad(x)`` and ``.hessian(x)`` are exact. ``x0`` holds
+    the model's initial values and ``names`` labels the entries of ``x``. Each call solves
+    the inner problem from the model's initial ``beta`` and ``u = 0``.
+    """
+
+    model: Model
+    data: GroupedData
+    spec: Spec
+
+    @property
+    def x0(self) -> np.ndarray:
+        return np.asarray(self.spec.x0(self.model))
+
+    @property
+    def names(self) -> list[str]:
+        return self.spec.layout.names(self.model.beta_names)
+
+    def _mode0(self):
+        return self.spec.initial_mode(self.model, self.data.shape[0])
+
+    def __call__(self, x):
+        return _jit_value(self.spec, jnp.asarray(x), self._mode0(), self.data.tree())
+
+    def grad(self, x):
+        return _jit_grad(self.spec, jnp.asarray(x), self._mode0(), self.data.tree())
+
+    def hessian(self, x):
+        return _jit_vgh(self.spec, jnp.asarray(x), self._mode0(), self.data.tree())[2]
+
+    def mode(self, x) -> _laplace.Mode:
+        """The inner mode (``beta`` for REML, and ``u``) at ``x``."""
+        return _jit_mode(self.spec, jnp.asarray(x), self._mode0(), self.data.tree())
+
+
+_jit_value = jax.jit(lambda spec, x, m, d: marginal(spec, x, m, d)[0].nll, static_argnums=0)
+_jit_grad = jax.jit(lambda spec, x, m, d: jax.grad(lambda x: marginal(spec, x, m, d, n_steps=1)[0].nll)(x), static_argnums=0)
+_jit_vgh = jax.jit(value_grad_hessian, static_argnums=0)
+_jit_mode = jax.jit(lambda spec, x, m, d: marginal(spec, x, m, d)[0].mode, static_argnums=0)
+
+
+def make_objective(model: Model, data: GroupedData, method: str = "REML", **options) -> Objective:
+    """The objective of ``model`` on ``data``: stage 3 of the pipeline (lme4's devfun)."""
+    from ._checks import check_model_on_data
+
+    spec = Spec.of(model, method, **options)
+    check_model_on_data(model, data)
+    return Objective(model, data, spec)

@@ -1,0 +1,97 @@
+"""The outer optimiser: Newton's method with Levenberg-Marquardt damping.
+
+The outer parameters are few (variance parameters, plus ``beta`` for ML) and their exact
+Hessian is cheap (``_objective.value_grad_hessian``), so a damped Newton method converges in
+a handful of iterations to machine precision, and needs that Hessian anyway for standard
+errors. A step solves ``(H + lam I) d = -g``; it is accepted when the nll decreases, and
+``lam`` shrinks after good steps and grows after rejected ones or when ``H + lam I`` is not
+positive definite (Nocedal & Wright 2006, ch. 4; Nielsen 1999 for the damping update).
+Every lane of a vmapped batch runs the same fixed sequence of operations, so batches stay in
+lock-step, each lane freezing once it has converged (DESIGN.md section 5).
+
+Convergence is judged by the gradient: ``max |g| <= gtol`` (nll units).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from . import _linalg
+
+RUNNING, CONVERGED, MAX_ITER, STALLED, BAD_START = 0, 1, 2, 3, 4
+STATUS_MESSAGES = {
+    CONVERGED: "converged: max|grad| below tolerance",
+    MAX_ITER: "iteration limit reached before max|grad| fell below tolerance",
+    STALLED: "no step decreases the objective any further, but max|grad| is above tolerance",
+    BAD_START: "the objective or its derivatives are not finite at the initial values",
+}
+
+
+class OptState(NamedTuple):
+    """State (and final summary) of the outer optimiser."""
+
+    x: jax.Array
+    f: jax.Array
+    g: jax.Array
+    h: jax.Array
+    aux: object       # what the objective returned with f at x (the Laplace fit, ...)
+    last_aux: object  # what the objective returned at the last point tried
+    warm: object      # warm-start state for the next evaluation (the inner modes)
+    lam: jax.Array
+    iterations: jax.Array
+    n_evals: jax.Array
+    status: jax.Array
+
+
+def _gershgorin_shift(h):
+    """A ``lam`` that makes ``h + lam I`` positive definite (Gershgorin's circle theorem)."""
+    off = jnp.sum(jnp.abs(h), axis=1) - jnp.abs(jnp.diagonal(h))
+    return jnp.maximum(jnp.max(off - jnp.diagonal(h)), 0.0)
+
+
+def minimise(vgh: Callable, x0, warm0, warm_of: Callable, *, gtol: float = 1e-6, max_iter: int = 100) -> OptState:
+    """Minimise ``f`` given ``vgh(x, warm) -> (f, g, H, aux)``.
+
+    ``warm`` is warm-start state for the objective (the inner modes): ``warm0`` at first,
+    then ``warm_of(aux)`` of the last accepted point. The objective is traced once: the
+    first iteration evaluates it at ``x0`` (a zero step from a placeholder state).
+    Returns the final :class:`OptState`; ``status`` is one of the codes above.
+    """
+    k = x0.shape[0]
+    eye = jnp.eye(k, dtype=x0.dtype)
+    aux0 = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(vgh, x0, warm0)[3])
+    inf = jnp.full((), jnp.inf, x0.dtype)
+    state = OptState(x0, inf, jnp.zeros_like(x0), eye, aux0, aux0, warm0, jnp.zeros((), x0.dtype),
+                     jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), jnp.asarray(RUNNING))
+
+    def body(s: OptState) -> OptState:
+        scale = 1.0 + jnp.max(jnp.abs(jnp.diagonal(s.h)))
+        chol, ok = _linalg.cholesky(s.h + s.lam * eye)
+        d = jnp.where(ok, -_linalg.cho_solve(chol, s.g), 0.0)
+        x1 = s.x + d
+        f1, g1, h1, aux1 = jax.lax.cond(ok, lambda: vgh(x1, s.warm), lambda: (inf, s.g, s.h, s.last_aux))
+        finite = jnp.isfinite(f1) & jnp.all(jnp.isfinite(g1)) & jnp.all(jnp.isfinite(h1))
+        better = (f1 < s.f) | ((f1 <= s.f + 1e-12 * (1.0 + jnp.abs(s.f))) & (jnp.max(jnp.abs(g1)) < jnp.max(jnp.abs(s.g))))
+        accept = ok & finite & better
+        pred = -(jnp.dot(s.g, d) + 0.5 * jnp.dot(d, s.h @ d))
+        rho = (s.f - f1) / jnp.where(pred > 0, pred, 1.0)
+        floor = 1e-6 * scale
+        lam_good = jnp.where(rho > 0.75, s.lam / 10.0, jnp.where(rho < 0.25, jnp.maximum(2.0 * s.lam, floor), s.lam))
+        lam_good = jnp.where(lam_good < 1e-3 * floor, 0.0, lam_good)
+        lam_bad = jnp.maximum(4.0 * s.lam, floor)
+        lam_bad = jnp.where(ok, lam_bad, jnp.maximum(lam_bad, _gershgorin_shift(s.h) + floor))
+        lam = jnp.where(accept, lam_good, lam_bad)
+        pick = lambda a, b: jax.tree.map(lambda u, v: jnp.where(accept, u, v), a, b)
+        x, f, g, h, aux = pick((x1, f1, g1, h1, aux1), (s.x, s.f, s.g, s.h, s.aux))
+        warm = pick(warm_of(aux1), s.warm)
+        status = jnp.where(
+            (s.iterations == 0) & ~accept, BAD_START,
+            jnp.where(jnp.max(jnp.abs(g)) <= gtol, CONVERGED,
+                      jnp.where(lam > 1e12 * scale, STALLED,
+                                jnp.where(s.iterations + 1 >= max_iter, MAX_ITER, RUNNING))))
+        return OptState(x, f, g, h, aux, aux1, warm, lam, s.iterations + 1, s.n_evals + ok.astype(jnp.int32), status)
+
+    return jax.lax.while_loop(lambda s: s.status == RUNNING, body, state)

@@ -1,0 +1,231 @@
+"""The result of a fit: immutable, with an lme4-like ``summary()`` and ``to_dict()``."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import numpy as np
+
+from . import _optimise
+from ._data import GroupedData, _list
+
+
+class AdmbjaxWarning(UserWarning):
+    """A statistical condition of a fit: not converged, singular, Hessian not positive definite."""
+
+
+@dataclass(frozen=True, eq=False)
+class FitResult:
+    """An immutable fitted model.
+
+    ``nll`` is the Laplace marginal negative log-likelihood (restricted for REML), with
+    lme4's constants; ``criterion = 2 nll`` (REML criterion or deviance); ``loglik = -nll``.
+    ``beta_cov`` is conditional on the variance parameters (lme4's ``vcov``); ``x_cov`` is
+    the inverse Hessian of the marginal nll in the outer parameters ``x`` (named
+    ``x_names``); ``report``/``report_se`` hold the model's natural-scale quantities and
+    their delta-method standard errors. ``u`` are conditional modes of the spherical random
+    effects, ``b``/``b_sd`` those on the reporting scale with conditional SDs.
+    """
+
+    method: str
+    family: str
+    formula: str | None
+    group: str
+    ids: tuple
+    n_obs: int
+    theta: Any
+    beta: np.ndarray
+    beta_names: tuple
+    beta_cov: np.ndarray
+    x: np.ndarray
+    x_names: tuple
+    x_cov: np.ndarray
+    report: dict
+    report_se: dict
+    nll: float
+    u: np.ndarray
+    b: np.ndarray
+    b_sd: np.ndarray
+    random_names: tuple
+    converged: bool
+    status: str
+    iterations: int
+    max_abs_grad: float
+    hessian_pd: bool
+    inner_converged: np.ndarray
+    singular: bool
+    n_params: int
+    time_compile: float
+    time_fit: float
+    messages: tuple = ()
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def criterion(self) -> float:
+        """-2 log L: the REML criterion (REML) or the deviance (ML), lme4's constants."""
+        return 2.0 * self.nll
+
+    @property
+    def loglik(self) -> float:
+        return -self.nll
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.ids)
+
+    @property
+    def beta_se(self) -> np.ndarray:
+        return np.sqrt(np.diag(self.beta_cov))
+
+    @property
+    def sigma(self) -> float | None:
+        s = self.report.get("sigma")
+        return None if s is None else float(s)
+
+    @property
+    def df(self) -> float | None:
+        d = self.report.get("df")
+        return None if d is None else float(d)
+
+    @property
+    def G(self) -> np.ndarray | None:
+        """Covariance matrix of the random effects, if the model reports one."""
+        g = self.report.get("G")
+        return None if g is None else np.asarray(g)
+
+    @property
+    def aic(self) -> float:
+        return self.criterion + 2.0 * self.n_params
+
+    @property
+    def bic(self) -> float:
+        return self.criterion + math.log(self.n_obs) * self.n_params
+
+    def ranef(self):
+        """Conditional modes of the random effects as a DataFrame (rows: subjects)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.b, index=pd.Index(self.ids, name=self.group), columns=list(self.random_names))
+
+    def fixef_table(self):
+        """Fixed-effects table (Estimate, Std. Error, t value) as a DataFrame."""
+        import pandas as pd
+
+        se = self.beta_se
+        return pd.DataFrame({"Estimate": self.beta, "Std. Error": se, "t value": self.beta / se},
+                            index=list(self.beta_names))
+
+    def summary(self) -> str:
+        from ._summary import summary
+
+        return summary(self)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def to_dict(self) -> dict:
+        """The JSON schema of DESIGN.md section 4."""
+        G = self.G
+        random = None
+        if G is not None:
+            sd = np.sqrt(np.diag(G))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                corr = G / np.outer(sd, sd)
+            np.fill_diagonal(corr, 1.0)
+            random = {"group": self.group, "names": list(self.random_names), "cov": G.tolist(),
+                      "sd": sd.tolist(), "corr": np.where(np.isfinite(corr), corr, 0.0).tolist()}
+        return {
+            "method": self.method, "family": self.family, "formula": self.formula,
+            "n_obs": self.n_obs, "n_groups": self.n_groups,
+            "criterion": self.criterion, "loglik": self.loglik,
+            "fixed": {"names": list(self.beta_names), "estimate": self.beta.tolist(),
+                      "se": _finite_or_none(self.beta_se)},
+            "random": random, "sigma": self.sigma, "df": self.df,
+            "converged": self.converged, "singular": self.singular,
+            "max_abs_grad": self.max_abs_grad, "iterations": self.iterations,
+            "time_s": {"compile": self.time_compile, "fit": self.time_fit},
+        }
+
+
+def _finite_or_none(a):
+    return [float(v) if np.isfinite(v) else None for v in np.asarray(a)]
+
+
+def is_singular(report: dict, tol: float = 1e-4) -> bool:
+    """lme4's ``isSingular``: a relative random-effect SD (Cholesky diagonal) below ``tol``."""
+    G = report.get("G")
+    if G is None:
+        return False
+    G = np.atleast_2d(np.asarray(G, dtype=float))
+    scale = float(report["sigma"]) ** 2 if report.get("sigma") is not None else 1.0
+    eig = np.linalg.eigvalsh(G / scale)
+    return bool(eig.min() < tol**2)
+
+
+def _subjects(data: GroupedData, flags) -> list:
+    return [data.ids[i] for i in np.flatnonzero(~np.asarray(flags, bool)[: data.n_subjects])]
+
+
+def _check_start(data: GroupedData, out) -> None:
+    if int(out.opt.status) != _optimise.BAD_START:
+        return
+    lap, info = out.opt.last_aux
+    not_pd, not_conv = _subjects(data, lap.ok), _subjects(data, info.converged)
+    raise ValueError(
+        "the Laplace approximation is not finite at the initial values: "
+        + (f"the Hessian in u is not positive definite at the inner mode for subjects {_list(not_pd)}; " if not_pd else "")
+        + (f"the inner Newton solve did not converge for subjects {_list(not_conv)}; " if not_conv else "")
+        + "choose other initial values (`theta`, `beta`)"
+    )
+
+
+def _conditions(data: GroupedData, out, converged: bool, status: str, singular: bool) -> list[str]:
+    msgs = []
+    lap, info = out.opt.aux
+    not_pd, not_conv = _subjects(data, lap.ok), _subjects(data, info.converged)
+    if not_pd:
+        msgs.append(f"Hessian in u not positive definite at the mode for subjects {_list(not_pd)}")
+    if not_conv:
+        msgs.append(f"inner Newton solve did not converge for subjects {_list(not_conv)}")
+    grad = float(np.max(np.abs(out.opt.g)))
+    if not converged:
+        msgs.append(f"Model failed to converge with max|grad| = {grad:.3g} ({status})")
+    if not bool(out.inference.hessian_pd):
+        msgs.append("Hessian of the marginal nll is not positive definite: standard errors unavailable")
+    if singular:
+        msgs.append("boundary (singular) fit: see help('isSingular')")
+    return msgs
+
+
+def make_result(model, data: GroupedData, layout, fs, out, t_compile: float, t_fit: float) -> FitResult:
+    """Build the :class:`FitResult` from the compiled program's output; warn once per condition."""
+    _check_start(data, out)
+    inf, opt = out.inference, out.opt
+    n = data.n_subjects
+    status_code = int(opt.status)
+    inner_converged = out.opt.aux[1].converged[:n]
+    converged = status_code == _optimise.CONVERGED and bool(np.all(inner_converged))
+    report = jax.tree.map(np.asarray, inf.report)
+    singular = is_singular(report)
+    status = _optimise.STATUS_MESSAGES.get(status_code, "running")
+    msgs = _conditions(data, out, converged, status, singular)
+    for m in msgs:
+        warnings.warn(m, AdmbjaxWarning, stacklevel=3)
+    return FitResult(
+        method="REML" if fs.spec.reml else "ML", family=model.family, formula=model.formula,
+        group=model.group, ids=data.ids, n_obs=data.n_obs,
+        theta=jax.tree.map(np.asarray, layout.theta_of(opt.x)), beta=inf.beta,
+        beta_names=tuple(model.beta_names), beta_cov=inf.beta_cov,
+        x=opt.x, x_names=tuple(layout.names(model.beta_names)), x_cov=inf.x_cov,
+        report=report, report_se=jax.tree.map(np.asarray, inf.report_se),
+        nll=float(opt.f), u=inf.u[:n], b=inf.b[:n], b_sd=inf.b_sd[:n],
+        random_names=tuple(model.random_names), converged=converged, status=status,
+        iterations=int(opt.iterations), max_abs_grad=float(np.max(np.abs(opt.g))),
+        hessian_pd=bool(inf.hessian_pd), inner_converged=inner_converged,
+        singular=singular, n_params=layout.n_theta + model.n_fixed,
+        time_compile=t_compile, time_fit=t_fit, messages=tuple(msgs),
+    )

@@ -1,0 +1,73 @@
+"""lme4-like printed summary of a :class:`FitResult` (the layout of ``summary(lmer(...))``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+_FAMILY_TITLE = {
+    "gaussian": "Linear mixed model fit by {method}",
+    "student_t": "Student-t mixed model fit by {method} (Laplace approximation)",
+}
+
+
+def _title(res) -> str:
+    method = "REML" if res.method == "REML" else "maximum likelihood"
+    template = _FAMILY_TITLE.get(res.family, "Mixed model ({family}) fit by {method} (Laplace approximation)")
+    return template.format(method=method, family=res.family)
+
+
+def _criterion_lines(res) -> list[str]:
+    if res.method == "REML":
+        return [f"REML criterion at convergence: {res.criterion:.4f}"]
+    head = f"{'AIC':>10} {'BIC':>10} {'logLik':>10} {'deviance':>10} {'df.resid':>9}"
+    vals = f"{res.aic:10.4f} {res.bic:10.4f} {res.loglik:10.4f} {res.criterion:10.4f} {res.n_obs - res.n_params:9d}"
+    return [head, vals]
+
+
+def _table(rows: list[list[str]], right: set[int]) -> list[str]:
+    widths = [max(len(r[j]) for r in rows) for j in range(len(rows[0]))]
+    return [" " + " ".join(c.rjust(w) if j in right else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths))).rstrip()
+            for r in rows]
+
+
+def _random_lines(res) -> list[str]:
+    G = res.G
+    if G is None:
+        return []
+    sd = np.sqrt(np.diag(G))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = G / np.outer(sd, sd)
+    rows = [["Groups", "Name", "Variance", "Std.Dev.", "Corr" if len(sd) > 1 else ""]]
+    for i, name in enumerate(res.random_names):
+        c = " ".join(f"{corr[i, j]:5.2f}" if np.isfinite(corr[i, j]) else "  NaN" for j in range(i))
+        rows.append([res.group if i == 0 else "", name, f"{G[i, i]:.5g}", f"{sd[i]:.5g}", c])
+    if res.sigma is not None:
+        label = "Residual" if res.family == "gaussian" else "Scale"
+        rows.append([label, "", f"{res.sigma ** 2:.5g}", f"{res.sigma:.5g}", ""])
+    out = ["Random effects:"] + _table(rows, right={2, 3})
+    out.append(f"Number of obs: {res.n_obs}, groups:  {res.group}, {res.n_groups}")
+    if res.df is not None:
+        se = res.report_se.get("df")
+        out.append(f"Student-t degrees of freedom: {res.df:.4g}" + (f" (SE {float(se):.3g})" if se is not None else ""))
+    return out
+
+
+def _fixed_lines(res) -> list[str]:
+    se = res.beta_se
+    stat = "t value" if res.family in ("gaussian", "student_t") else "z value"
+    rows = [["", "Estimate", "Std. Error", stat]]
+    for name, est, s in zip(res.beta_names, res.beta, se):
+        rows.append([name, f"{est:.6g}", f"{s:.6g}", f"{est / s:.3f}" if s > 0 else "NaN"])
+    return ["Fixed effects:"] + _table(rows, right={1, 2, 3})
+
+
+def summary(res) -> str:
+    """The summary text, in the order lme4 prints it."""
+    lines = [_title(res)]
+    if res.formula:
+        lines.append(f"Formula: {res.formula}")
+    lines += [""] + _criterion_lines(res) + [""] + _random_lines(res) + [""] + _fixed_lines(res)
+    lines += ["", f"Optimizer: damped Newton, {res.iterations} iterations, max|grad| = {res.max_abs_grad:.2g}; "
+                  f"compile {res.time_compile:.2f} s, fit {res.time_fit:.3f} s"]
+    lines += list(res.messages)
+    return "\n".join(lines)

@@ -1,0 +1,43 @@
+"""Shared fixtures: compiled programs are cached per model and shape, so fits are shared."""
+
+import importlib.util
+import json
+import pathlib
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+REFERENCE = ROOT / "tests" / "reference"
+sys.path.insert(0, str(ROOT / "models"))
+
+import admbjax  # noqa: E402,F401  (enables float64 before any test builds arrays)
+
+
+def load_model(name: str):
+    """Import ``models/<name>.py`` as a module, as a user would run it."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "models" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def reference(name: str) -> dict:
+    """A reference JSON from tests/reference (provenance in its README)."""
+    return json.loads((REFERENCE / f"{name}.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def sleepstudy():
+    return load_model("sleepstudy_lmm")
+
+
+@pytest.fixture(scope="session")
+def sleepstudy_t():
+    return load_model("sleepstudy_t_lmm")
+
+
+@pytest.fixture(scope="session")
+def sleepstudy_fits(sleepstudy):
+    model, data = sleepstudy.build()
+    return {m: admbjax.fit(model, data, m) for m in ("REML", "ML")}
