@@ -10,7 +10,10 @@ _jax.config.update("jax_enable_x64", True)  # statistics needs float64 (DESIGN.m
 
 from ._data import GroupedData as GroupedData  # noqa: E402
 from ._data import group_data as group_data  # noqa: E402
+from ._families import Family as Family  # noqa: E402
 from ._fit import fit as fit  # noqa: E402
+from ._formula import fit_formula as fit_formula  # noqa: E402
+from ._formula import formula_model as formula_model  # noqa: E402
 from ._model import Model as Model  # noqa: E402
 from ._objective import Objective as Objective  # noqa: E402
 from ._objective import make_objective as make_objective  # noqa: E402

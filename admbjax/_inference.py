@@ -8,8 +8,9 @@ Follows TMB's ``sdreport`` (Kristensen et al. 2016) and lme4's ``vcov``/``ranef`
   of the marginal Hessian (``(X'V^{-1}X)^{-1}`` for Gaussian models);
 - reported quantities (``model.report``): ``J cov(x) J'`` with ``J`` their Jacobian in ``x``
   (for REML ``beta`` is held at its estimate);
-- random effects: conditional modes and the inverse of the joint inner Hessian's subject
-  blocks (REML: ``A_i^{-1} + W_i S^{-1} W_i'``, the uncertainty of ``beta`` included).
+- random effects: conditional modes and conditional covariances ``H_uu,i^{-1}`` given the
+  estimated ``theta`` and ``beta`` (lme4's ``ranef(condVar = TRUE)``; for REML the
+  uncertainty of ``beta`` would add ``W_i S^{-1} W_i'``, which lme4 leaves out).
 """
 
 from __future__ import annotations
@@ -58,14 +59,9 @@ def beta_covariance(spec, h, lap: Laplace):
 
 
 def u_covariance(lap: Laplace):
-    """Conditional covariance of each ``u_i``: the subject blocks of the inverse joint Hessian."""
-    step = lap.step
-    n, q, _ = step.chol_uu.shape
-    a_inv = _linalg.cho_solve(step.chol_uu, jnp.broadcast_to(jnp.eye(q), (n, q, q)))
-    if lap.mode.beta.shape[0] == 0:
-        return a_inv
-    s_inv = _linalg.cho_solve(step.chol_s, jnp.eye(step.chol_s.shape[0]))
-    return a_inv + jnp.einsum("nqp,pr,nsr->nqs", step.w, s_inv, step.w)
+    """Conditional covariance of each ``u_i`` given ``theta`` and ``beta``: ``H_uu,i^{-1}``."""
+    n, q, _ = lap.step.chol_uu.shape
+    return _linalg.cho_solve(lap.step.chol_uu, jnp.broadcast_to(jnp.eye(q), (n, q, q)))
 
 
 def infer(spec, report_fn, ranef_fn, x, h, lap: Laplace) -> Inference:

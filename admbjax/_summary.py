@@ -52,9 +52,32 @@ def _random_lines(res) -> list[str]:
     return out
 
 
+def _residual_lines(res) -> list[str]:
+    r = res.extra.get("scaled_residuals")
+    if r is None:
+        return []
+    q = np.quantile(r, [0, 0.25, 0.5, 0.75, 1.0])
+    rows = [["Min", "1Q", "Median", "3Q", "Max"], [f"{v:.4f}" for v in q]]
+    return ["Scaled residuals:"] + _table(rows, right={0, 1, 2, 3, 4}) + [""]
+
+
+def _correlation_lines(res) -> list[str]:
+    p = len(res.beta_names)
+    if p < 2:
+        return []
+    se = res.beta_se
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = res.beta_cov / np.outer(se, se)
+    short = [n[:6] for n in res.beta_names]
+    rows = [[""] + short[:-1]]
+    for i in range(1, p):
+        rows.append([short[i]] + [f"{corr[i, j]:.3f}" for j in range(i)] + [""] * (p - 1 - i))
+    return ["", "Correlation of Fixed Effects:"] + _table(rows, right=set(range(1, p)))
+
+
 def _fixed_lines(res) -> list[str]:
     se = res.beta_se
-    stat = "t value" if res.family in ("gaussian", "student_t") else "z value"
+    stat = "t value" if res.sigma is not None else "z value"
     rows = [["", "Estimate", "Std. Error", stat]]
     for name, est, s in zip(res.beta_names, res.beta, se):
         rows.append([name, f"{est:.6g}", f"{s:.6g}", f"{est / s:.3f}" if s > 0 else "NaN"])
@@ -66,7 +89,8 @@ def summary(res) -> str:
     lines = [_title(res)]
     if res.formula:
         lines.append(f"Formula: {res.formula}")
-    lines += [""] + _criterion_lines(res) + [""] + _random_lines(res) + [""] + _fixed_lines(res)
+    lines += [""] + _criterion_lines(res) + [""] + _residual_lines(res) + _random_lines(res) + [""]
+    lines += _fixed_lines(res) + _correlation_lines(res)
     lines += ["", f"Optimizer: damped Newton, {res.iterations} iterations, max|grad| = {res.max_abs_grad:.2g}; "
                   f"compile {res.time_compile:.2f} s, fit {res.time_fit:.3f} s"]
     lines += list(res.messages)

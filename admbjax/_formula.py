@@ -1,0 +1,391 @@
+"""lme4-style formulas: ``y ~ x + (x | g)`` becomes a per-subject model the engine fits.
+
+The fixed part and each random-effect term are materialised by formulaic (treatment
+contrasts, interactions, transformations); only the random-effect bars ``( expr | g )`` and
+``( expr || g )`` are split off here. Column names follow R: ``(Intercept)``, ``SexMale``,
+``age:SexMale``; factor levels sorted (C locale for strings, numerically for numeric
+columns declared categorical), the first level the reference.
+
+The model is the one of lme4 (Bates et al. 2015, J. Stat. Softw. 67(1)): spherical random
+effects ``u_i ~ N(0, I)``, ``b_i = s Lambda u_i`` with ``Lambda`` block lower-triangular
+(one block per random term; ``||`` terms split into scalar blocks) and ``s = sigma`` for
+families with a scale (lme4's relative parametrisation), ``s = 1`` otherwise.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import warnings
+from dataclasses import dataclass
+
+import formulaic
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from jax.scipy.stats import norm
+
+from ._data import _list, group_data
+from ._families import Family, get_family, ols
+from ._model import Model
+from ._results import AdmbjaxWarning
+
+NA_ACTIONS = ("fail", "omit")
+
+
+# ---------------------------------------------------------------- parsing the bars
+
+
+def _split_top(text: str, sep: str) -> list[str]:
+    """Split ``text`` on ``sep`` outside parentheses."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += (ch == "(") - (ch == ")")
+        if depth < 0:
+            raise ValueError(f"malformed formula: unbalanced ')' in {text!r}")
+        if ch == sep and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    if depth != 0:
+        raise ValueError(f"malformed formula: unbalanced '(' in {text!r}")
+    return parts + [text[start:]]
+
+
+@dataclass(frozen=True)
+class Bar:
+    """A random-effect term ``(expr | group)``; ``double`` for ``||`` (uncorrelated)."""
+
+    expr: str
+    group: str
+    double: bool
+
+
+@dataclass(frozen=True)
+class ParsedFormula:
+    lhs: str
+    fixed: str
+    bars: tuple
+
+
+def parse_formula(formula: str) -> ParsedFormula:
+    """Split an lme4 formula into response, fixed part and random-effect bars."""
+    if not isinstance(formula, str) or formula.count("~") != 1:
+        raise ValueError(f"malformed formula {formula!r}: expected one '~', as in 'y ~ x + (x | g)'")
+    lhs, rhs = (s.strip() for s in formula.split("~"))
+    if not lhs:
+        raise ValueError(f"malformed formula {formula!r}: no response left of '~'")
+    fixed, bars = [], []
+    for term in (t.strip() for t in _split_top(rhs, "+")):
+        if not term:
+            raise ValueError(f"malformed formula {formula!r}: empty term")
+        inner = term[1:-1] if term.startswith("(") and term.endswith(")") else None
+        pieces = _split_top(inner, "|") if inner is not None else [term]
+        if len(pieces) == 1:
+            fixed.append(term)
+            continue
+        double = len(pieces) == 3 and pieces[1] == ""
+        if len(pieces) not in (2, 3) or (len(pieces) == 3 and not double):
+            raise ValueError(f"malformed random-effect term {term!r}: expected (expr | group) or (expr || group)")
+        expr, group = pieces[0].strip(), pieces[-1].strip()
+        if not expr or not group:
+            raise ValueError(f"malformed random-effect term {term!r}: expected (expr | group)")
+        bars.append(Bar(expr, group, double))
+    if not bars:
+        raise ValueError(f"formula {formula!r} has no random-effect term such as (1 | group); "
+                         "admbjax fits mixed models")
+    return ParsedFormula(lhs, " + ".join(fixed) if fixed else "1", tuple(bars))
+
+
+# ---------------------------------------------------------------- data frame handling
+
+
+def r_name(column: str) -> str:
+    """formulaic's column name in R's spelling: ``Sex[T.Male]`` -> ``SexMale``."""
+    if column == "Intercept":
+        return "(Intercept)"
+    return re.sub(r"\[(?:T\.)?([^\]]*)\]", r"\1", column)
+
+
+def _level_label(v) -> str:
+    return str(int(v)) if float(v).is_integer() else repr(float(v))
+
+
+def as_factor(series: pd.Series) -> pd.Categorical:
+    """R's ``factor()``: levels sorted (numerically for numbers, C locale for strings)."""
+    if pd.api.types.is_bool_dtype(series):
+        series = series.map({False: "FALSE", True: "TRUE"})
+    if pd.api.types.is_numeric_dtype(series):
+        levels = np.sort(series.dropna().unique())
+        labels = [_level_label(v) for v in levels]
+        return pd.Categorical(series.map(dict(zip(levels, labels))), categories=labels)
+    values = series.astype(object).where(series.notna(), None)
+    labels = sorted({str(v) for v in values if v is not None})
+    return pd.Categorical([None if v is None else str(v) for v in values], categories=labels)
+
+
+def _variables(parsed: ParsedFormula) -> list[str]:
+    found = []
+    for text in [parsed.lhs + " ~ " + parsed.fixed] + ["~ " + b.expr for b in parsed.bars]:
+        try:
+            found += sorted(formulaic.Formula(_formulaic_lhs(text)).required_variables)
+        except formulaic.errors.FormulaicError as err:
+            raise ValueError(f"malformed formula part {text!r}: {err}") from None
+    return list(dict.fromkeys(found + [b.group for b in parsed.bars]))
+
+
+def _formulaic_lhs(text: str) -> str:
+    return re.sub(r"^\s*cbind\((.*)\)\s*~", lambda m: " + ".join(_split_top(m.group(1), ",")) + " ~", text)
+
+
+def _prepare(df: pd.DataFrame, parsed: ParsedFormula, categorical, na_action: str) -> pd.DataFrame:
+    if na_action not in NA_ACTIONS:
+        raise ValueError(f"`na_action` must be one of {NA_ACTIONS}, got {na_action!r}")
+    if len(df) == 0:
+        raise ValueError("`data` has no rows")
+    used = _variables(parsed)
+    missing = [v for v in used if v not in df.columns]
+    if missing:
+        raise ValueError(f"the formula uses column(s) {missing} that `data` lacks; available: {list(df.columns)}")
+    unknown_cat = [c for c in categorical if c not in df.columns]
+    if unknown_cat:
+        raise ValueError(f"`categorical` names column(s) {unknown_cat} that `data` lacks; available: {list(df.columns)}")
+    df = df[used].copy()
+    na = df.isna()
+    if na.to_numpy().any():
+        rows = np.flatnonzero(na.any(axis=1).to_numpy())
+        counts = {c: int(n) for c, n in na.sum().items() if n}
+        if na_action == "fail":
+            raise ValueError(f"{len(rows)} row(s) have missing values (per column: {counts}); rows (0-based): "
+                             f"{_list(rows)}; pass na_action='omit' (CLI: --na-action omit) to drop them")
+        warnings.warn(f"dropped {len(rows)} row(s) with missing values (per column: {counts})", AdmbjaxWarning, stacklevel=4)
+        df = df.loc[~na.any(axis=1)]
+    for c in df.columns:
+        if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]):
+            bad = ~np.isfinite(df[c].to_numpy(float))
+            if bad.any():
+                raise ValueError(f"column {c!r} has inf in {bad.sum()} row(s) (0-based): {_list(np.flatnonzero(bad))}")
+    groups = {b.group for b in parsed.bars}
+    for c in df.columns:
+        if c in categorical or c in groups or not pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]):
+            if c != parsed.lhs:
+                df[c] = as_factor(df[c])
+    return df
+
+
+# ---------------------------------------------------------------- design matrices
+
+
+@dataclass(frozen=True, eq=False)
+class Design:
+    """Response, design matrices and the random-effect structure of a formula on data."""
+
+    formula: str
+    y: np.ndarray
+    X: np.ndarray
+    beta_names: tuple
+    Z: np.ndarray
+    random_names: tuple
+    blocks: tuple            # sizes of the blocks of Lambda, in order
+    groups: pd.Categorical
+    group: str
+    dropped: tuple           # aliased fixed-effect columns dropped (lme4's rank check)
+    trials: np.ndarray | None = None
+
+
+def _matrix(spec: str, df: pd.DataFrame) -> pd.DataFrame:
+    try:
+        mm = formulaic.model_matrix(spec, df, na_action="raise")
+    except formulaic.errors.FormulaicError as err:
+        raise ValueError(f"malformed formula part {spec!r}: {err}") from None
+    return pd.DataFrame(np.asarray(mm, dtype=float), columns=[r_name(c) for c in mm.columns])
+
+
+def _response(parsed: ParsedFormula, df: pd.DataFrame):
+    m = re.fullmatch(r"cbind\((.*)\)", parsed.lhs)
+    terms = _split_top(m.group(1), ",") if m else [parsed.lhs]
+    if m and len(terms) != 2:
+        raise ValueError(f"malformed response {parsed.lhs!r}: cbind() takes (successes, failures)")
+    cols = []
+    for t in terms:
+        t = t.strip()
+        if t in df.columns and not pd.api.types.is_numeric_dtype(df[t]):
+            raise ValueError(f"the response {t!r} is not numeric (dtype {df[t].dtype})")
+        cols.append(_matrix(f"0 + I({t})", df).iloc[:, 0].to_numpy())
+    if m:
+        return cols[0], cols[0] + cols[1]
+    return cols[0], None
+
+
+def drop_aliased(X: pd.DataFrame, tol: float = 1e-7):
+    """Keep the columns of ``X`` that raise its rank, in order (lme4 drops the others)."""
+    keep = []
+    for j in range(X.shape[1]):
+        trial = X.iloc[:, keep + [j]].to_numpy()
+        s = np.linalg.svd(trial / np.maximum(np.linalg.norm(trial, axis=0), 1e-300), compute_uv=False)
+        if s[-1] > tol * s[0]:
+            keep.append(j)
+    dropped = tuple(X.columns[j] for j in range(X.shape[1]) if j not in keep)
+    return X.iloc[:, keep], dropped
+
+
+def _random(parsed: ParsedFormula, df: pd.DataFrame):
+    mats, blocks = [], []
+    for bar in parsed.bars:
+        Zb = _matrix(bar.expr, df)
+        mats.append(Zb)
+        blocks += [1] * Zb.shape[1] if bar.double else [Zb.shape[1]]
+    Z = pd.concat(mats, axis=1)
+    dup = Z.columns[Z.columns.duplicated()].tolist()
+    if dup:
+        raise ValueError(f"random-effect term(s) {dup} appear more than once in the formula")
+    return Z, tuple(blocks)
+
+
+def design(formula: str, df: pd.DataFrame, categorical=(), na_action: str = "fail") -> Design:
+    """Response, fixed and random design of ``formula`` on ``df`` (lme4's ``lFormula``)."""
+    parsed = parse_formula(formula)
+    groups = {b.group for b in parsed.bars}
+    if len(groups) > 1:
+        raise ValueError(f"random effects with different grouping factors ({', '.join(sorted(groups))}) are "
+                         "crossed or nested: admbjax fits models separable by one grouping factor")
+    group = parsed.bars[0].group
+    if not re.fullmatch(r"[A-Za-z_.][\w.]*", group):
+        raise ValueError(f"grouping factor {group!r} must be one column: nested or interaction grouping "
+                         "factors (a/b, a:b) are not supported")
+    df = _prepare(df, parsed, tuple(categorical), na_action)
+    y, trials = _response(parsed, df)
+    X, dropped = drop_aliased(_matrix(parsed.fixed, df))
+    if dropped:
+        n = len(dropped)
+        warnings.warn(f"fixed-effect model matrix is rank deficient so dropping {n} column{'s' if n > 1 else ''} / "
+                      f"coefficient{'s' if n > 1 else ''} ({', '.join(dropped)})", AdmbjaxWarning, stacklevel=3)
+    Z, blocks = _random(parsed, df)
+    g = df[group].cat.remove_unused_categories()
+    if len(g.cat.categories) < 2:
+        raise ValueError(f"grouping factor {group!r} has {len(g.cat.categories)} level(s); a random effect needs at least 2")
+    return Design(formula, y, X.to_numpy(), tuple(X.columns), Z.to_numpy(), tuple(Z.columns), blocks,
+                  pd.Categorical(g), group, dropped, trials)
+
+
+# ---------------------------------------------------------------- the model
+
+
+def lambda_index(blocks: tuple):
+    """Row and column indices of the free entries of the block lower-triangular ``Lambda``."""
+    rows, cols, diag, start = [], [], [], 0
+    for k in blocks:
+        for j in range(k):
+            for i in range(j, k):
+                rows.append(start + i)
+                cols.append(start + j)
+                diag.append(i == j)
+        start += k
+    return tuple(rows), tuple(cols), np.array(diag)
+
+
+def _lambda(theta, q: int, blocks: tuple):
+    # a constant 0/1 placement matrix rather than a scatter: cheaper to differentiate 4 times
+    rows, cols, _ = lambda_index(blocks)
+    place = np.zeros((q * q, len(rows)))
+    place[np.asarray(rows) * q + np.asarray(cols), np.arange(len(rows))] = 1.0
+    return jnp.reshape(place @ theta["lambda"], (q, q))
+
+
+@functools.lru_cache(maxsize=None)
+def model_functions(family: Family, blocks: tuple):
+    """``(nll, report, ranef)`` for a family and a random-effect structure.
+
+    Cached, so that every fit with the same structure shares its compiled programs.
+    """
+    q = sum(blocks)
+
+    def ranef(theta, beta, u):
+        return family.scale(theta) * _lambda(theta, q, blocks) @ u
+
+    def nll(theta, beta, u, data):
+        eta = data["X"] @ beta + data["Z"] @ ranef(theta, beta, u)
+        logpdf = family.logpdf(data["y"], eta, theta, data)
+        return -jnp.sum(data["mask"] * logpdf) - jnp.sum(norm.logpdf(u))
+
+    def report(theta, beta):
+        L = family.scale(theta) * _lambda(theta, q, blocks)
+        G = L @ L.T
+        sd = jnp.sqrt(jnp.diagonal(G))
+        rows, cols = np.tril_indices(q, -1)
+        return dict(family.report(theta), G=G, sd=sd, corr=G[rows, cols] / (sd[rows] * sd[cols]))
+
+    return nll, report, ranef
+
+
+def _check_identifiable(d: Design, family: Family) -> None:
+    n, q, n_groups = len(d.y), d.Z.shape[1], len(d.groups.categories)
+    if "log_sigma" in family.dispersion and n <= q * n_groups:
+        raise ValueError(f"number of observations (={n}) <= number of random effects (={q * n_groups}) for term "
+                         f"({' + '.join(d.random_names)} | {d.group}); the random-effects parameters and the "
+                         "residual variance (or scale parameter) are probably unidentifiable")
+
+
+def initial_theta(d: Design, family: Family, sigma0: float) -> dict:
+    """lme4's start: ``Lambda = I``; dispersion from least squares."""
+    _, _, diag = lambda_index(d.blocks)
+    theta = {"lambda": diag.astype(float)}
+    if "log_sigma" in family.dispersion:
+        theta["log_sigma"] = np.log(sigma0)
+    if "log_df" in family.dispersion:
+        theta["log_df"] = np.log(10.0)
+    return theta
+
+
+def formula_model(formula: str, data, family="gaussian", categorical=(), na_action: str = "fail"):
+    """The :class:`Model` and :class:`GroupedData` of an lme4 formula on ``data``.
+
+    ``data``: a pandas DataFrame, a CSV path, or the name of a bundled dataset.
+    Returns ``(model, grouped_data, design)``.
+    """
+    from ._io import read_data
+
+    fam = get_family(family)
+    d = design(formula, read_data(data), categorical, na_action)
+    _check_identifiable(d, fam)
+    nll, report, ranef = model_functions(fam, d.blocks)
+    beta0, sigma0 = ols(d.y, d.X)
+    model = Model(nll=nll, theta=initial_theta(d, fam, sigma0), beta=beta0, n_random=d.Z.shape[1],
+                  report=report, ranef=ranef, beta_names=d.beta_names, random_names=d.random_names,
+                  group=d.group, family=fam.name, formula=formula)
+    arrays = {"y": d.y, "X": d.X, "Z": d.Z}
+    grouped = group_data(arrays, np.asarray(d.groups, dtype=object), levels=list(d.groups.categories))
+    return model, grouped, d
+
+
+def conditional_residuals(result, design: Design, grouped) -> np.ndarray:
+    """``y - X beta - Z b_group`` for every observation, in row order."""
+    code = np.asarray(design.groups.codes)
+    fitted = design.X @ result.beta + np.sum(design.Z * result.b[code], axis=1)
+    return design.y - fitted
+
+
+def fit_formula(formula: str, data, family="gaussian", method: str = "REML", categorical=(),
+                na_action: str = "fail", **fit_options):
+    """Fit an lme4-style formula: ``fit_formula("Reaction ~ Days + (Days | Subject)", df)``.
+
+    Args:
+      formula: ``response ~ fixed + (expr | group)``; ``(expr || group)`` for uncorrelated
+        random effects; ``cbind(successes, failures)`` as response for binomial trials.
+      data: a pandas DataFrame, a CSV path, or a bundled dataset's name (``"sleepstudy"``).
+      family: ``"gaussian"``, ``"student_t"`` (or a :class:`Family`).
+      method: ``"REML"`` or ``"ML"``.
+      categorical: numeric columns to treat as factors (R's ``factor()``); string columns
+        and the grouping factor always are.
+      na_action: ``"fail"`` (default) or ``"omit"`` to drop rows with missing values.
+      fit_options: passed to :func:`admbjax.fit` (``gtol``, ``max_iter``, ...).
+    """
+    from dataclasses import replace
+
+    from ._fit import fit
+
+    model, grouped, d = formula_model(formula, data, family, categorical, na_action)
+    result = fit(model, grouped, method, **fit_options)
+    resid = conditional_residuals(result, d, grouped)
+    scale = result.sigma if result.sigma else 1.0
+    extra = dict(result.extra, residuals=resid, scaled_residuals=resid / scale, dropped=d.dropped)
+    return replace(result, extra=extra)

@@ -1,0 +1,59 @@
+"""Command line: ``admbjax fit --data PATH --formula "y ~ x + (x | g)" [options]``.
+
+Prints an lme4-like summary; ``--json OUT`` writes the DESIGN.md section 4 schema. Errors
+exit non-zero with a one-line message and no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="admbjax", description="Laplace-approximation mixed models on JAX")
+    sub = parser.add_subparsers(dest="command", required=True)
+    fit = sub.add_parser("fit", help="fit a mixed model given by an lme4-style formula")
+    fit.add_argument("--data", required=True, help="CSV file, or the name of a bundled dataset (sleepstudy)")
+    fit.add_argument("--formula", required=True, help='e.g. "Reaction ~ Days + (Days | Subject)"')
+    fit.add_argument("--family", default="gaussian", help="gaussian | student_t (default gaussian)")
+    fit.add_argument("--method", default="REML", help="REML | ML (default REML)")
+    fit.add_argument("--categorical", default="", help="comma-separated numeric columns to treat as factors")
+    fit.add_argument("--na-action", default="fail", choices=["fail", "omit"],
+                     help="rows with missing values: fail (default) or omit them with a message")
+    fit.add_argument("--json", help="write the fit as JSON to this path")
+    return parser
+
+
+def _fit(args) -> int:
+    from ._formula import fit_formula
+
+    categorical = [c.strip() for c in args.categorical.split(",") if c.strip()]
+    result = fit_formula(args.formula, args.data, family=args.family, method=args.method,
+                         categorical=categorical, na_action=args.na_action)
+    print(result.summary())
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result.to_dict(), fh, indent=2)
+    return 0
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``admbjax`` command; returns the exit status."""
+    args = _parser().parse_args(argv)
+    import warnings
+
+    from ._results import AdmbjaxWarning
+
+    warnings.simplefilter("always", AdmbjaxWarning)
+    warnings.formatwarning = lambda message, category, *a, **k: f"admbjax: {message}\n"
+    try:
+        return _fit(args)
+    except (ValueError, TypeError, FileNotFoundError, KeyError, OSError) as err:
+        print(f"admbjax: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
