@@ -15,7 +15,7 @@ from typing import Callable, NamedTuple
 import jax
 import numpy as np
 
-from . import _objective, _optimise
+from . import _laplace, _objective, _optimise
 from ._data import GroupedData
 from ._inference import Inference, infer
 from ._model import Model
@@ -47,7 +47,8 @@ def fit_program(fs: FitSpec, x0, mode0, data) -> FitOutput:
         f, g, h, lap, info = value_grad_hessian(fs.spec, x, mode, data)
         return f, g, h, (lap, info)
 
-    opt = _optimise.minimise(vgh, x0, mode0, lambda aux: aux[0].mode, gtol=fs.gtol, max_iter=fs.max_iter)
+    opt = _optimise.minimise(vgh, x0, mode0, lambda aux: aux[0].mode, _laplace.placeholder(mode0),
+                             gtol=fs.gtol, max_iter=fs.max_iter)
     inference = infer(fs.spec, fs.report, fs.ranef, opt.x, opt.h, opt.aux[0])
     return FitOutput(opt, inference)
 
@@ -95,7 +96,8 @@ def fit(model: Model, data: GroupedData, method: str = "REML", *, gtol: float = 
         out ``u`` and optimises ``beta`` with ``theta``.
       gtol: convergence tolerance on ``max |gradient|`` of the marginal nll.
       max_iter: limit on outer Newton iterations.
-      options: ``inner_tol``, ``inner_max_iter`` for the inner Newton solver.
+      options: ``inner_tol``, ``inner_max_iter`` for the inner Newton solver; ``hessian``
+        ("fd", default, or "exact"; see :func:`admbjax._objective.value_grad_hessian`).
 
     Returns:
       An immutable :class:`FitResult`.

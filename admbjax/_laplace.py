@@ -227,3 +227,13 @@ def laplace(nll, theta, beta_outer, data, mode0: Mode, *, n_steps: int = 2) -> L
     value = jnp.sum(blk.f) + 0.5 * step.logdet - const
     value = jnp.where(jnp.all(step.ok), value, jnp.inf)
     return Laplace(value, z, step.ok, step)
+
+
+def placeholder(mode: Mode):
+    """Zeros shaped like ``(Laplace, InnerInfo)`` for ``mode``: the optimiser's initial state."""
+    n, q = mode.u.shape
+    p = mode.beta.shape[0]
+    z = lambda *shape: jnp.zeros(shape, mode.u.dtype)
+    false = jnp.zeros((n,), bool)
+    step = Step(Mode(z(p), z(n, q)), false, z(n), z(), z(n, q, q), z(p, p), z(n, q, p))
+    return Laplace(z(), Mode(z(p), z(n, q)), false, step), InnerInfo(false, jnp.zeros((), jnp.int32))

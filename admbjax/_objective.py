@@ -7,7 +7,7 @@ integrated out with the random effects. Every derivative is exact (see ``_laplac
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +18,8 @@ from ._data import GroupedData
 from ._model import Model, ParamLayout
 
 METHODS = ("REML", "ML")
+HESSIANS = ("fd", "exact")
+FD_STEP = 1e-4
 
 
 def check_method(method: str) -> str:
@@ -38,10 +40,13 @@ class Spec:
     reml: bool
     inner_tol: float = 1e-10
     inner_max_iter: int = 100
+    hessian: str = "fd"
 
     @classmethod
     def of(cls, model: Model, method: str, **options) -> "Spec":
         reml = check_method(method) == "REML"
+        if options.get("hessian", "fd") not in HESSIANS:
+            raise ValueError(f"`hessian` must be one of {HESSIANS}, got {options['hessian']!r}")
         return cls(model.nll, ParamLayout.of(model, beta_in_x=not reml), int(model.n_random), reml, **options)
 
     def params(self, x, mode: _laplace.Mode):
@@ -71,8 +76,38 @@ def marginal(spec: Spec, x, mode_init: _laplace.Mode, data, n_steps: int = 2):
 
 
 def value_grad_hessian(spec: Spec, x, mode_init, data):
-    """``(nll, gradient, Hessian, Laplace, InnerInfo)`` at ``x``, all exact, in one pass."""
+    """``(nll, gradient, Hessian, Laplace, InnerInfo)`` at ``x``.
 
+    The value and gradient are exact. The Hessian is, with ``spec.hessian``:
+
+    - ``"fd"`` (default): central differences of the exact gradient, as TMB's ``sdreport``
+      does by default (``optimHess`` on ``obj$gr``); relative error ~1e-8. Needs third
+      derivatives of the user's nll only: programs compile ~3x faster and run faster.
+    - ``"exact"``: forward-over-reverse AD through two Newton steps (fourth derivatives).
+    """
+    if spec.hessian == "exact":
+        return _exact_value_grad_hessian(spec, x, mode_init, data)
+    return _fd_value_grad_hessian(spec, x, mode_init, data)
+
+
+def _value_and_grad(spec, x, mode_init, data):
+    (f, aux), g = jax.value_and_grad(
+        lambda x: _value_with_aux(spec, x, mode_init, data, n_steps=1), has_aux=True)(x)
+    return f, g, aux
+
+
+def _fd_value_grad_hessian(spec, x, mode_init, data):
+    # one traced body for the centre and the 2k shifted points (smaller programs)
+    k = x.shape[0]
+    steps = FD_STEP * (1.0 + jnp.abs(x))
+    shifts = jnp.concatenate([jnp.zeros((1, k), x.dtype), jnp.diag(steps), -jnp.diag(steps)])
+    fs, gs, auxs = jax.lax.map(lambda d: _value_and_grad(spec, x + d, mode_init, data), shifts)
+    lap, info = jax.tree.map(lambda a: a[0], auxs)
+    h = (gs[1:k + 1] - gs[k + 1:]) / (2.0 * steps[:, None])
+    return fs[0], gs[0], 0.5 * (h + h.T), lap, info
+
+
+def _exact_value_grad_hessian(spec, x, mode_init, data):
     def grad_with_aux(x):
         g, aux = jax.grad(lambda x: _value_with_aux(spec, x, mode_init, data), has_aux=True)(x)
         return g, (g, aux)
@@ -81,8 +116,8 @@ def value_grad_hessian(spec: Spec, x, mode_init, data):
     return lap.nll, g, 0.5 * (h + h.T), lap, info
 
 
-def _value_with_aux(spec, x, mode_init, data):
-    lap, info = marginal(spec, x, mode_init, data)
+def _value_with_aux(spec, x, mode_init, data, n_steps=2):
+    lap, info = marginal(spec, x, mode_init, data, n_steps=n_steps)
     return lap.nll, (lap, info)
 
 
@@ -118,7 +153,9 @@ class Objective:
         return _jit_grad(self.spec, jnp.asarray(x), self._mode0(), self.data.tree())
 
     def hessian(self, x):
-        return _jit_vgh(self.spec, jnp.asarray(x), self._mode0(), self.data.tree())[2]
+        """The exact (AD) Hessian, whatever ``spec.hessian`` the fit uses."""
+        exact = replace(self.spec, hessian="exact")
+        return _jit_vgh(exact, jnp.asarray(x), self._mode0(), self.data.tree())[2]
 
     def mode(self, x) -> _laplace.Mode:
         """The inner mode (``beta`` for REML, and ``u``) at ``x``."""

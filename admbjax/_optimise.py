@@ -52,17 +52,18 @@ def _gershgorin_shift(h):
     return jnp.maximum(jnp.max(off - jnp.diagonal(h)), 0.0)
 
 
-def minimise(vgh: Callable, x0, warm0, warm_of: Callable, *, gtol: float = 1e-6, max_iter: int = 100) -> OptState:
+def minimise(vgh: Callable, x0, warm0, warm_of: Callable, aux0, *, gtol: float = 1e-6,
+             max_iter: int = 100) -> OptState:
     """Minimise ``f`` given ``vgh(x, warm) -> (f, g, H, aux)``.
 
     ``warm`` is warm-start state for the objective (the inner modes): ``warm0`` at first,
     then ``warm_of(aux)`` of the last accepted point. The objective is traced once: the
-    first iteration evaluates it at ``x0`` (a zero step from a placeholder state).
+    first iteration evaluates it at ``x0`` (a zero step from a placeholder state);
+    ``aux0`` is a placeholder shaped like ``aux``.
     Returns the final :class:`OptState`; ``status`` is one of the codes above.
     """
     k = x0.shape[0]
     eye = jnp.eye(k, dtype=x0.dtype)
-    aux0 = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(vgh, x0, warm0)[3])
     inf = jnp.full((), jnp.inf, x0.dtype)
     state = OptState(x0, inf, jnp.zeros_like(x0), eye, aux0, aux0, warm0, jnp.zeros((), x0.dtype),
                      jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), jnp.asarray(RUNNING))
