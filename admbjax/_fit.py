@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from . import _laplace, _objective, _optimise
@@ -44,12 +45,14 @@ def fit_program(fs: FitSpec, x0, mode0, data) -> FitOutput:
     """Optimise and infer: a pure function of the initial values and the data."""
 
     def vgh(x, mode):
-        f, g, h, lap, info = value_grad_hessian(fs.spec, x, mode, data)
-        return f, g, h, (lap, info)
+        f, g, h, lap, info, dbeta = value_grad_hessian(fs.spec, x, mode, data)
+        return f, g, h, (lap, info, dbeta)
 
-    opt = _optimise.minimise(vgh, x0, mode0, lambda aux: aux[0].mode, _laplace.placeholder(mode0),
+    placeholder = _laplace.placeholder(mode0) + (jnp.zeros((mode0.beta.shape[0], x0.shape[0])),)
+    opt = _optimise.minimise(vgh, x0, mode0, lambda aux: aux[0].mode, placeholder,
                              gtol=fs.gtol, max_iter=fs.max_iter)
-    inference = infer(fs.spec, fs.report, fs.ranef, opt.x, opt.h, opt.aux[0])
+    lap, _, dbeta = opt.aux
+    inference = infer(fs.spec, fs.report, fs.ranef, opt.x, opt.h, lap, dbeta)
     return FitOutput(opt, inference)
 
 

@@ -6,6 +6,8 @@ Follows TMB's ``sdreport`` (Kristensen et al. 2016) and lme4's ``vcov``/``ranef`
 - fixed effects, conditional on the variance parameters (lme4's ``vcov``): REML, the inverse
   Schur complement ``S^{-1}`` of the joint inner Hessian; ML, the inverse of the beta block
   of the marginal Hessian (``(X'V^{-1}X)^{-1}`` for Gaussian models);
+- fixed effects, unconditionally (glmmTMB's ``sdreport``): ML, the beta block of ``H^{-1}``;
+  REML, ``S^{-1} + J cov(theta) J'`` with ``J = d beta_hat / d theta`` (implicit derivative);
 - reported quantities (``model.report``): ``J cov(x) J'`` with ``J`` their Jacobian in ``x``
   (for REML ``beta`` is held at its estimate);
 - random effects: conditional modes and conditional covariances ``H_uu,i^{-1}`` given the
@@ -28,7 +30,8 @@ class Inference(NamedTuple):
     x_cov: jax.Array        # [k, k], NaN where the Hessian is not positive definite
     hessian_pd: jax.Array   # [] bool
     beta: jax.Array         # [p]
-    beta_cov: jax.Array     # [p, p]
+    beta_cov: jax.Array     # [p, p] conditional on the variance parameters (lme4)
+    beta_cov_full: jax.Array  # [p, p] including their uncertainty (glmmTMB)
     report: dict            # natural-scale quantities
     report_se: dict         # their delta-method standard errors
     u: jax.Array            # [N, q] conditional modes of the spherical random effects
@@ -64,12 +67,24 @@ def u_covariance(lap: Laplace):
     return _linalg.cho_solve(lap.step.chol_uu, jnp.broadcast_to(jnp.eye(q), (n, q, q)))
 
 
-def infer(spec, report_fn, ranef_fn, x, h, lap: Laplace) -> Inference:
-    """Everything :class:`Inference` holds, at the optimum ``x``."""
+def beta_covariance_full(spec, x_cov, beta_cov, dbeta_dx):
+    """Covariance of ``beta`` including the uncertainty of the variance parameters."""
+    if not spec.reml:
+        n_theta = spec.layout.n_theta
+        return x_cov[n_theta:, n_theta:]
+    return beta_cov + dbeta_dx @ x_cov @ dbeta_dx.T
+
+
+def infer(spec, report_fn, ranef_fn, x, h, lap: Laplace, dbeta_dx) -> Inference:
+    """Everything :class:`Inference` holds, at the optimum ``x``.
+
+    ``dbeta_dx``: derivative of the REML estimate of ``beta`` in ``x`` (empty for ML).
+    """
     x_cov, pd = outer_covariance(h)
     theta, beta = spec.params(x, lap.mode)
     beta = jax.lax.stop_gradient(beta)
     beta_cov = beta_covariance(spec, h, lap)
+    beta_cov_full = beta_covariance_full(spec, x_cov, beta_cov, dbeta_dx)
 
     def rep(x):
         return report_fn(spec.layout.theta_of(x), beta) if report_fn else {}
@@ -83,4 +98,4 @@ def infer(spec, report_fn, ranef_fn, x, h, lap: Laplace) -> Inference:
     b = jax.vmap(to_b)(u)
     jb = jax.vmap(jax.jacfwd(to_b))(u)
     b_var = jnp.einsum("nij,njk,nik->ni", jb, u_cov, jb)
-    return Inference(x_cov, pd, beta, beta_cov, report, report_se, u, b, jnp.sqrt(b_var))
+    return Inference(x_cov, pd, beta, beta_cov, beta_cov_full, report, report_se, u, b, jnp.sqrt(b_var))

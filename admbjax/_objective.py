@@ -76,8 +76,10 @@ def marginal(spec: Spec, x, mode_init: _laplace.Mode, data, n_steps: int = 2):
 
 
 def value_grad_hessian(spec: Spec, x, mode_init, data):
-    """``(nll, gradient, Hessian, Laplace, InnerInfo)`` at ``x``.
+    """``(nll, gradient, Hessian, Laplace, InnerInfo, dbeta_dx)`` at ``x``.
 
+    ``dbeta_dx`` (``[p_int, k]``) is the derivative of the inner mode's ``beta`` (REML's
+    estimate) in ``x``, by the same differences (or AD) as the Hessian; empty for ML.
     The value and gradient are exact. The Hessian is, with ``spec.hessian``:
 
     - ``"fd"`` (default): central differences of the exact gradient, as TMB's ``sdreport``
@@ -104,7 +106,9 @@ def _fd_value_grad_hessian(spec, x, mode_init, data):
     fs, gs, auxs = jax.lax.map(lambda d: _value_and_grad(spec, x + d, mode_init, data), shifts)
     lap, info = jax.tree.map(lambda a: a[0], auxs)
     h = (gs[1:k + 1] - gs[k + 1:]) / (2.0 * steps[:, None])
-    return fs[0], gs[0], 0.5 * (h + h.T), lap, info
+    beta = auxs[0].mode.beta
+    dbeta = ((beta[1:k + 1] - beta[k + 1:]) / (2.0 * steps[:, None])).T
+    return fs[0], gs[0], 0.5 * (h + h.T), lap, info, dbeta
 
 
 def _exact_value_grad_hessian(spec, x, mode_init, data):
@@ -113,7 +117,8 @@ def _exact_value_grad_hessian(spec, x, mode_init, data):
         return g, (g, aux)
 
     h, (g, (lap, info)) = jax.jacfwd(grad_with_aux, has_aux=True)(x)
-    return lap.nll, g, 0.5 * (h + h.T), lap, info
+    dbeta = jax.jacfwd(lambda x: marginal(spec, x, lap.mode, data, n_steps=1)[0].mode.beta)(x)
+    return lap.nll, g, 0.5 * (h + h.T), lap, info, dbeta
 
 
 def _value_with_aux(spec, x, mode_init, data, n_steps=2):

@@ -41,6 +41,7 @@ class FitResult:
     beta: np.ndarray
     beta_names: tuple
     beta_cov: np.ndarray
+    beta_cov_full: np.ndarray
     x: np.ndarray
     x_names: tuple
     x_cov: np.ndarray
@@ -79,7 +80,56 @@ class FitResult:
 
     @property
     def beta_se(self) -> np.ndarray:
+        """Fixed-effect SEs conditional on the variance parameters, as lme4's ``vcov``."""
         return np.sqrt(np.diag(self.beta_cov))
+
+    @property
+    def beta_se_full(self) -> np.ndarray:
+        """Fixed-effect SEs including the variance parameters' uncertainty, as glmmTMB's."""
+        return np.sqrt(np.diag(self.beta_cov_full))
+
+    def vcov(self, full: bool = False) -> np.ndarray:
+        """Covariance of ``beta``: lme4's (default) or, with ``full=True``, glmmTMB's."""
+        return self.beta_cov_full if full else self.beta_cov
+
+    def confint(self, level: float = 0.95, full: bool = False):
+        """Wald intervals (DataFrame) for the fixed effects and the natural-scale report.
+
+        Variance components (``sd``, ``corr``, ``sigma``, ``df``) get delta-method SEs from
+        the inverse Hessian of the marginal nll, TMB's ``sdreport``.
+        """
+        import pandas as pd
+        from statistics import NormalDist
+
+        z = NormalDist().inv_cdf(0.5 + level / 2)
+        rows = {}
+        se = self.beta_se_full if full else self.beta_se
+        for name, est, s in zip(self.beta_names, self.beta, se):
+            rows[name] = (est, s)
+        for key, est in self.report.items():
+            if key == "G":
+                continue
+            est, s = np.atleast_1d(est), np.atleast_1d(self.report_se[key])
+            labels = _report_labels(key, self.random_names, self.group, est.size)
+            rows.update({lab: (e, v) for lab, e, v in zip(labels, est, s)})
+        est, s = (np.array(v) for v in zip(*rows.values()))
+        lo, hi = f"{50 * (1 - level):.1f} %", f"{100 - 50 * (1 - level):.1f} %"
+        return pd.DataFrame({"Estimate": est, "Std. Error": s, lo: est - z * s, hi: est + z * s}, index=list(rows))
+
+    def varcorr(self):
+        """lme4's ``VarCorr`` table as a DataFrame (Groups, Name, Variance, Std.Dev., Corr)."""
+        import pandas as pd
+
+        G = self.G
+        sd = np.sqrt(np.diag(G))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            corr = G / np.outer(sd, sd)
+        rows = [{"Groups": self.group, "Name": n, "Variance": G[i, i], "Std.Dev.": sd[i],
+                 **{f"Corr.{self.random_names[j]}": corr[i, j] for j in range(i)}}
+                for i, n in enumerate(self.random_names)]
+        if self.sigma is not None:
+            rows.append({"Groups": "Residual", "Name": "", "Variance": self.sigma**2, "Std.Dev.": self.sigma})
+        return pd.DataFrame(rows)
 
     @property
     def sigma(self) -> float | None:
@@ -151,6 +201,15 @@ class FitResult:
         }
 
 
+def _report_labels(key, names, group, size):
+    if key == "sd" and size == len(names):
+        return [f"{group}.sd_{n}" for n in names]
+    if key == "corr":
+        rows, cols = np.tril_indices(len(names), -1)
+        return [f"{group}.cor_{names[j]}.{names[i]}" for i, j in zip(rows, cols)]
+    return [key] if size == 1 else [f"{key}[{i}]" for i in range(size)]
+
+
 def _finite_or_none(a):
     return [float(v) if np.isfinite(v) else None for v in np.asarray(a)]
 
@@ -173,7 +232,7 @@ def _subjects(data: GroupedData, flags) -> list:
 def _check_start(data: GroupedData, out) -> None:
     if int(out.opt.status) != _optimise.BAD_START:
         return
-    lap, info = out.opt.last_aux
+    lap, info = out.opt.last_aux[:2]
     not_pd, not_conv = _subjects(data, lap.ok), _subjects(data, info.converged)
     raise ValueError(
         "the Laplace approximation is not finite at the initial values: "
@@ -185,7 +244,7 @@ def _check_start(data: GroupedData, out) -> None:
 
 def _conditions(data: GroupedData, out, converged: bool, status: str, singular: bool) -> list[str]:
     msgs = []
-    lap, info = out.opt.aux
+    lap, info = out.opt.aux[:2]
     not_pd, not_conv = _subjects(data, lap.ok), _subjects(data, info.converged)
     if not_pd:
         msgs.append(f"Hessian in u not positive definite at the mode for subjects {_list(not_pd)}")
@@ -219,7 +278,7 @@ def make_result(model, data: GroupedData, layout, fs, out, t_compile: float, t_f
         method="REML" if fs.spec.reml else "ML", family=model.family, formula=model.formula,
         group=model.group, ids=data.ids, n_obs=data.n_obs,
         theta=jax.tree.map(np.asarray, layout.theta_of(opt.x)), beta=inf.beta,
-        beta_names=tuple(model.beta_names), beta_cov=inf.beta_cov,
+        beta_names=tuple(model.beta_names), beta_cov=inf.beta_cov, beta_cov_full=inf.beta_cov_full,
         x=opt.x, x_names=tuple(layout.names(model.beta_names)), x_cov=inf.x_cov,
         report=report, report_se=jax.tree.map(np.asarray, inf.report_se),
         nll=float(opt.f), u=inf.u[:n], b=inf.b[:n], b_sd=inf.b_sd[:n],
