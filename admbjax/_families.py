@@ -12,10 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.scipy.special import gammaln
 from jax.scipy.stats import norm
 from jax.scipy.stats import t as student_t
+
+from ._data import _list
 
 
 @dataclass(frozen=True)
@@ -27,7 +31,8 @@ class Family:
     dispersion: tuple           # names of the log-scale parameters it adds to theta
     scaled_random: bool         # b = sigma * Lambda u (True) or Lambda u (False)
     report: Callable            # theta -> {"sigma": ..., "df": ...}
-    statistic: str = "t value"
+    link: str = "identity"
+    validate: Callable | None = None   # (y, trials) -> None, raises naming rows
 
     def scale(self, theta):
         """The factor multiplying ``Lambda u`` in ``b``."""
@@ -42,12 +47,43 @@ def _student_t_logpdf(y, eta, theta, data):
     return student_t.logpdf(y, jnp.exp(theta["log_df"]), eta, jnp.exp(theta["log_sigma"]))
 
 
+def _poisson_logpdf(y, eta, theta, data):
+    return y * eta - jnp.exp(eta) - gammaln(y + 1.0)
+
+
+def _binomial_logpdf(y, eta, theta, data):
+    n = data["trials"]
+    log_choose = gammaln(n + 1.0) - gammaln(y + 1.0) - gammaln(n - y + 1.0)
+    return log_choose - y * jax.nn.softplus(-eta) - (n - y) * jax.nn.softplus(eta)
+
+
+def _rows(mask) -> str:
+    return _list(np.flatnonzero(mask))
+
+
+def _validate_poisson(y, trials):
+    bad = (y < 0) | (y != np.round(y))
+    if bad.any():
+        raise ValueError(f"poisson response must be a non-negative integer count; {bad.sum()} row(s) are not "
+                         f"(0-based): {_rows(bad)}")
+
+
+def _validate_binomial(y, trials):
+    bad = (y < 0) | (y != np.round(y)) | (trials != np.round(trials)) | (y > trials)
+    if bad.any():
+        raise ValueError(f"binomial response must be integer successes between 0 and the trials; {bad.sum()} "
+                         f"row(s) are not (0-based): {_rows(bad)}" + ("; for 0/1 data give a 0/1 response, "
+                         "for counts cbind(successes, failures)" if (y > trials).any() else ""))
+
+
 GAUSSIAN = Family("gaussian", _gaussian_logpdf, ("log_sigma",), True,
                   lambda th: {"sigma": jnp.exp(th["log_sigma"])})
 STUDENT_T = Family("student_t", _student_t_logpdf, ("log_sigma", "log_df"), True,
                    lambda th: {"sigma": jnp.exp(th["log_sigma"]), "df": jnp.exp(th["log_df"])})
+POISSON = Family("poisson", _poisson_logpdf, (), False, lambda th: {}, "log", _validate_poisson)
+BINOMIAL = Family("binomial", _binomial_logpdf, (), False, lambda th: {}, "logit", _validate_binomial)
 
-FAMILIES = {f.name: f for f in (GAUSSIAN, STUDENT_T)}
+FAMILIES = {f.name: f for f in (GAUSSIAN, STUDENT_T, POISSON, BINOMIAL)}
 
 
 def get_family(name) -> Family:
@@ -66,3 +102,25 @@ def ols(y: np.ndarray, X: np.ndarray):
     beta, *_ = np.linalg.lstsq(X, y, rcond=None)
     resid = y - X @ beta
     return beta, float(np.sqrt(np.mean(resid**2)) + 1e-8 * (np.std(y) + 1.0))
+
+
+def glm_start(family: Family, y: np.ndarray, X: np.ndarray, trials=None, iterations: int = 25):
+    """Starting ``beta`` for a GLMM: the GLM without random effects, by IRLS (numpy)."""
+    if family.link == "identity":
+        return ols(y, X)[0]
+    n = np.ones_like(y) if trials is None else trials
+    mean = (y + 0.5) / (n + 1.0)
+    eta = np.log(mean) if family.link == "log" else np.log(mean / (1 - mean))
+    beta = np.linalg.lstsq(X, eta, rcond=None)[0]
+    for _ in range(iterations):
+        eta = np.clip(X @ beta, -30, 30)
+        if family.link == "log":
+            mu = np.exp(eta)
+            w, z = mu, eta + (y - mu) / mu
+        else:
+            p = 1 / (1 + np.exp(-eta))
+            w = np.maximum(n * p * (1 - p), 1e-10)
+            z = eta + (y - n * p) / w
+        sw = np.sqrt(w)
+        beta = np.linalg.lstsq(X * sw[:, None], z * sw, rcond=None)[0]
+    return beta

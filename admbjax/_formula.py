@@ -26,7 +26,7 @@ import pandas as pd
 from jax.scipy.stats import norm
 
 from ._data import _list, group_data
-from ._families import Family, get_family, ols
+from ._families import Family, get_family, glm_start, ols
 from ._model import Model
 from ._results import AdmbjaxWarning
 
@@ -134,7 +134,7 @@ def _variables(parsed: ParsedFormula) -> list[str]:
 
 
 def _formulaic_lhs(text: str) -> str:
-    return re.sub(r"^\s*cbind\((.*)\)\s*~", lambda m: " + ".join(_split_top(m.group(1), ",")) + " ~", text)
+    return re.sub(r"^\s*cbind\((.*)\)\s*~", lambda m: " + ".join(f"I({t})" for t in _split_top(m.group(1), ",")) + " ~", text)
 
 
 def _prepare(df: pd.DataFrame, parsed: ParsedFormula, categorical, na_action: str) -> pd.DataFrame:
@@ -325,18 +325,61 @@ def _check_identifiable(d: Design, family: Family) -> None:
                          "residual variance (or scale parameter) are probably unidentifiable")
 
 
-def initial_theta(d: Design, family: Family, sigma0: float) -> dict:
-    """lme4's start: ``Lambda = I``; dispersion from least squares."""
+def initial_values(d: Design, family: Family, start: dict | None) -> tuple[dict, np.ndarray]:
+    """Starting ``(theta, beta)``: lme4's ``Lambda = I``; ``beta`` from the GLM without random
+    effects; the scale from least squares (Student-t: from the median absolute residual,
+    which gross outliers do not inflate); ``df = 10``. ``start`` overrides on the natural
+    scale: ``{"beta": [...], "sigma": s, "df": nu}``.
+    """
+    start = dict(start or {})
+    unknown = set(start) - {"beta", "sigma", "df"}
+    if unknown:
+        raise ValueError(f"`start` has unknown key(s) {sorted(unknown)}; allowed: beta, sigma, df")
+    beta = glm_start(family, d.y, d.X, d.trials)
     _, _, diag = lambda_index(d.blocks)
     theta = {"lambda": diag.astype(float)}
     if "log_sigma" in family.dispersion:
-        theta["log_sigma"] = np.log(sigma0)
+        resid = d.y - d.X @ beta
+        sigma = 1.4826 * np.median(np.abs(resid)) if family.name == "student_t" else ols(d.y, d.X)[1]
+        theta["log_sigma"] = np.log(_positive(start, "sigma", max(sigma, 1e-8 * (1 + np.std(d.y)))))
     if "log_df" in family.dispersion:
-        theta["log_df"] = np.log(10.0)
-    return theta
+        theta["log_df"] = np.log(_positive(start, "df", 10.0))
+    elif "df" in start or ("sigma" in start and "log_sigma" not in family.dispersion):
+        raise ValueError(f"`start` gives {sorted(set(start) & {'df', 'sigma'})}, which family {family.name!r} does not have")
+    if "beta" in start:
+        beta = np.asarray(start["beta"], dtype=float)
+        if beta.shape != (d.X.shape[1],) or not np.isfinite(beta).all():
+            raise ValueError(f"`start['beta']` must be {d.X.shape[1]} finite values for {list(d.beta_names)}")
+    return theta, beta
 
 
-def formula_model(formula: str, data, family="gaussian", categorical=(), na_action: str = "fail"):
+def _positive(start: dict, key: str, default: float) -> float:
+    value = start.get(key, default)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"`start['{key}']` must be a positive number, got {value!r}") from None
+    if not np.isfinite(value) or value <= 0:
+        raise ValueError(f"`start['{key}']` must be a positive number, got {value!r}")
+    return value
+
+
+def _check_response(d: Design, family: Family) -> None:
+    if d.trials is not None and family.name != "binomial":
+        raise ValueError(f"cbind(successes, failures) is a binomial response; family is {family.name!r}")
+    if family.validate is not None:
+        family.validate(d.y, d.trials if d.trials is not None else np.ones_like(d.y))
+    if family.name == "binomial" and (d.trials is None or np.all(d.trials == 1)):
+        codes = np.asarray(d.groups.codes)
+        lo = np.bincount(codes, weights=d.y == 0, minlength=len(d.groups.categories))
+        n = np.bincount(codes, minlength=len(d.groups.categories))
+        if np.all((lo == 0) | (lo == n)):
+            raise ValueError(f"the 0/1 response is all one value within every level of {d.group!r}: the "
+                             "random-effect variance is not identified (complete separation by group)")
+
+
+def formula_model(formula: str, data, family="gaussian", categorical=(), na_action: str = "fail",
+                  start: dict | None = None):
     """The :class:`Model` and :class:`GroupedData` of an lme4 formula on ``data``.
 
     ``data``: a pandas DataFrame, a CSV path, or the name of a bundled dataset.
@@ -346,13 +389,16 @@ def formula_model(formula: str, data, family="gaussian", categorical=(), na_acti
 
     fam = get_family(family)
     d = design(formula, read_data(data), categorical, na_action)
+    _check_response(d, fam)
     _check_identifiable(d, fam)
     nll, report, ranef = model_functions(fam, d.blocks)
-    beta0, sigma0 = ols(d.y, d.X)
-    model = Model(nll=nll, theta=initial_theta(d, fam, sigma0), beta=beta0, n_random=d.Z.shape[1],
+    theta0, beta0 = initial_values(d, fam, start)
+    model = Model(nll=nll, theta=theta0, beta=beta0, n_random=d.Z.shape[1],
                   report=report, ranef=ranef, beta_names=d.beta_names, random_names=d.random_names,
                   group=d.group, family=fam.name, formula=formula)
     arrays = {"y": d.y, "X": d.X, "Z": d.Z}
+    if fam.name == "binomial":
+        arrays["trials"] = d.trials if d.trials is not None else np.ones_like(d.y)
     grouped = group_data(arrays, np.asarray(d.groups, dtype=object), levels=list(d.groups.categories))
     return model, grouped, d
 
@@ -360,12 +406,12 @@ def formula_model(formula: str, data, family="gaussian", categorical=(), na_acti
 def conditional_residuals(result, design: Design, grouped) -> np.ndarray:
     """``y - X beta - Z b_group`` for every observation, in row order."""
     code = np.asarray(design.groups.codes)
-    fitted = design.X @ result.beta + np.sum(design.Z * result.b[code], axis=1)
-    return design.y - fitted
+    eta = design.X @ result.beta + np.sum(design.Z * result.b[code], axis=1)
+    return design.y - eta
 
 
 def fit_formula(formula: str, data, family="gaussian", method: str = "REML", categorical=(),
-                na_action: str = "fail", **fit_options):
+                na_action: str = "fail", start: dict | None = None, **fit_options):
     """Fit an lme4-style formula: ``fit_formula("Reaction ~ Days + (Days | Subject)", df)``.
 
     Args:
@@ -377,13 +423,14 @@ def fit_formula(formula: str, data, family="gaussian", method: str = "REML", cat
       categorical: numeric columns to treat as factors (R's ``factor()``); string columns
         and the grouping factor always are.
       na_action: ``"fail"`` (default) or ``"omit"`` to drop rows with missing values.
+      start: natural-scale starting values, ``{"beta": [...], "sigma": s, "df": nu}``.
       fit_options: passed to :func:`admbjax.fit` (``gtol``, ``max_iter``, ...).
     """
     from dataclasses import replace
 
     from ._fit import fit
 
-    model, grouped, d = formula_model(formula, data, family, categorical, na_action)
+    model, grouped, d = formula_model(formula, data, family, categorical, na_action, start)
     result = fit(model, grouped, method, **fit_options)
     resid = conditional_residuals(result, d, grouped)
     scale = result.sigma if result.sigma else 1.0

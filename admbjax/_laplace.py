@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from . import _linalg
 
@@ -201,13 +202,51 @@ class Laplace(NamedTuple):
     step: Step           # undamped factorisation at the mode
 
 
-def laplace(nll, theta, beta_outer, data, mode0: Mode, *, n_steps: int = 2) -> Laplace:
+def gauss_hermite_grid(n_points: int, q: int):
+    """Nodes ``[K^q, q]`` and log-weights ``[K^q]`` of the tensor Gauss-Hermite rule for the
+    standard normal density (weights sum to one)."""
+    t, w = np.polynomial.hermite_e.hermegauss(n_points)
+    w = w / w.sum()
+    grids = np.meshgrid(*([t] * q), indexing="ij")
+    nodes = np.stack([g.ravel() for g in grids], axis=1)
+    log_w = sum(np.log(g.ravel()) for g in np.meshgrid(*([w] * q), indexing="ij"))
+    return nodes, log_w
+
+
+def agq_nll(nll, theta, beta_outer, data, z: Mode, step: "Step", n_points: int):
+    """Adaptive Gauss-Hermite quadrature of each subject's marginal nll (ML only).
+
+        -log int exp(-f_i(u)) du = -(q/2) log(2 pi) + 1/2 log det H_i
+                                   - log sum_k w_k exp(-f_i(u_hat + C_i t_k) + |t_k|^2 / 2),
+
+    with ``C_i = R_i^{-T}`` for ``H_i = R_i R_i'`` (Liu & Pierce 1994; lme4's nAGQ, here for
+    one or more random effects per subject). One point is the Laplace approximation.
+    """
+    n, q = z.u.shape
+    nodes, log_w = gauss_hermite_grid(n_points, q)
+    nodes = jnp.asarray(nodes, z.u.dtype)
+    # u_k = u_hat + R^{-T} t_k for every subject and node: [N, K, q]
+    offsets = jnp.swapaxes(_linalg.solve_upper_t(step.chol_uu, jnp.broadcast_to(nodes.T, (n, q, nodes.shape[0]))), 1, 2)
+    beta = beta_outer
+
+    def subject(u_hat, off, d):
+        f = jax.vmap(lambda o: subject_nll(nll, theta, beta, u_hat + o, d))(off)
+        return -jax.scipy.special.logsumexp(log_w - f + 0.5 * jnp.sum(nodes**2, axis=1))
+
+    lse = jax.vmap(subject)(z.u, offsets, _per_subject(data))
+    logdet = _linalg.logdet_from_cholesky(step.chol_uu)
+    per_subject = lse + 0.5 * logdet - 0.5 * q * LOG_2PI
+    return jnp.sum(data["subject_mask"] * per_subject)
+
+
+def laplace(nll, theta, beta_outer, data, mode0: Mode, *, n_steps: int = 2, n_agq: int = 1) -> Laplace:
     """Laplace approximation of the marginal nll, differentiable in ``theta``/``beta_outer``.
 
         nll_LA = sum_i f_i(z_hat) + 1/2 log det H(z_hat) - (q N + p_int)/2 log(2 pi)
 
     ``mode0`` must be the converged mode at the current parameters; ``n_steps`` Newton steps
     from ``stop_gradient(mode0)`` make the derivatives exact to order ``n_steps``.
+    ``n_agq > 1`` (ML only) replaces the Laplace value by adaptive Gauss-Hermite quadrature.
     """
     z = jax.lax.stop_gradient(mode0)
     n, q = z.u.shape
@@ -225,6 +264,8 @@ def laplace(nll, theta, beta_outer, data, mode0: Mode, *, n_steps: int = 2) -> L
     n_real = jnp.sum(data["subject_mask"])
     const = 0.5 * LOG_2PI * (q * n_real + z.beta.shape[0])
     value = jnp.sum(blk.f) + 0.5 * step.logdet - const
+    if n_agq > 1:
+        value = agq_nll(nll, theta, beta_outer, data, z, step, n_agq)
     value = jnp.where(jnp.all(step.ok), value, jnp.inf)
     return Laplace(value, z, step.ok, step)
 

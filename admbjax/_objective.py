@@ -41,12 +41,21 @@ class Spec:
     inner_tol: float = 1e-10
     inner_max_iter: int = 100
     hessian: str = "fd"
+    n_agq: int = 1
 
     @classmethod
     def of(cls, model: Model, method: str, **options) -> "Spec":
         reml = check_method(method) == "REML"
         if options.get("hessian", "fd") not in HESSIANS:
             raise ValueError(f"`hessian` must be one of {HESSIANS}, got {options['hessian']!r}")
+        n_agq = options.get("n_agq", 1)
+        if not isinstance(n_agq, (int, np.integer)) or n_agq < 1:
+            raise ValueError(f"`n_agq` must be a positive integer (1 = Laplace), got {n_agq!r}")
+        if n_agq > 1 and reml:
+            raise ValueError("adaptive Gauss-Hermite quadrature (`n_agq` > 1) is for ML fits; use method='ML'")
+        if n_agq > 1 and model.n_random > 2:
+            raise ValueError(f"`n_agq` > 1 needs at most 2 random effects per subject (the grid has n_agq^q "
+                             f"points); this model has {model.n_random}")
         return cls(model.nll, ParamLayout.of(model, beta_in_x=not reml), int(model.n_random), reml, **options)
 
     def params(self, x, mode: _laplace.Mode):
@@ -71,7 +80,8 @@ def marginal(spec: Spec, x, mode_init: _laplace.Mode, data, n_steps: int = 2):
     beta_s = None if spec.reml else spec.layout.beta_of(xs)
     mode, info = _laplace.solve_mode(spec.nll, theta_s, beta_s, data, mode_init,
                                      tol=spec.inner_tol, max_iter=spec.inner_max_iter)
-    lap = _laplace.laplace(spec.nll, spec.layout.theta_of(x), beta_outer, data, mode, n_steps=n_steps)
+    lap = _laplace.laplace(spec.nll, spec.layout.theta_of(x), beta_outer, data, mode, n_steps=n_steps,
+                           n_agq=spec.n_agq)
     return lap, info
 
 

@@ -14,6 +14,15 @@ from . import _optimise
 from ._data import GroupedData, _list
 
 
+POSITIVE = ("sd", "sigma", "df")
+
+
+def _normal_quantile(p: float) -> float:
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(p)
+
+
 class AdmbjaxWarning(UserWarning):
     """A statistical condition of a fit: not converged, singular, Hessian not positive definite."""
 
@@ -95,26 +104,32 @@ class FitResult:
     def confint(self, level: float = 0.95, full: bool = False):
         """Wald intervals (DataFrame) for the fixed effects and the natural-scale report.
 
-        Variance components (``sd``, ``corr``, ``sigma``, ``df``) get delta-method SEs from
-        the inverse Hessian of the marginal nll, TMB's ``sdreport``.
+        Variance components get delta-method SEs from the inverse Hessian of the marginal
+        nll (TMB's ``sdreport``); the intervals of positive quantities (``sd``, ``sigma``,
+        ``df``) are Wald intervals on the log scale, mapped back, so they stay positive.
         """
         import pandas as pd
-        from statistics import NormalDist
 
-        z = NormalDist().inv_cdf(0.5 + level / 2)
+        z = _normal_quantile(0.5 + level / 2)
         rows = {}
         se = self.beta_se_full if full else self.beta_se
         for name, est, s in zip(self.beta_names, self.beta, se):
-            rows[name] = (est, s)
+            rows[name] = (est, s, est - z * s, est + z * s)
         for key, est in self.report.items():
             if key == "G":
                 continue
             est, s = np.atleast_1d(est), np.atleast_1d(self.report_se[key])
             labels = _report_labels(key, self.random_names, self.group, est.size)
-            rows.update({lab: (e, v) for lab, e, v in zip(labels, est, s)})
-        est, s = (np.array(v) for v in zip(*rows.values()))
-        lo, hi = f"{50 * (1 - level):.1f} %", f"{100 - 50 * (1 - level):.1f} %"
-        return pd.DataFrame({"Estimate": est, "Std. Error": s, lo: est - z * s, hi: est + z * s}, index=list(rows))
+            for lab, e, v in zip(labels, est, s):
+                if key in POSITIVE and e > 0:
+                    lo, hi = e * np.exp(-z * v / e), e * np.exp(z * v / e)
+                else:
+                    lo, hi = e - z * v, e + z * v
+                    lo, hi = (max(lo, -1.0), min(hi, 1.0)) if key == "corr" else (lo, hi)
+                rows[lab] = (e, v, lo, hi)
+        est, s, lo, hi = (np.array(v, dtype=float) for v in zip(*rows.values()))
+        lo_name, hi_name = f"{50 * (1 - level):.1f} %", f"{100 - 50 * (1 - level):.1f} %"
+        return pd.DataFrame({"Estimate": est, "Std. Error": s, lo_name: lo, hi_name: hi}, index=list(rows))
 
     def varcorr(self):
         """lme4's ``VarCorr`` table as a DataFrame (Groups, Name, Variance, Std.Dev., Corr)."""

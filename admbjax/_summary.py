@@ -47,8 +47,9 @@ def _random_lines(res) -> list[str]:
     out = ["Random effects:"] + _table(rows, right={2, 3})
     out.append(f"Number of obs: {res.n_obs}, groups:  {res.group}, {res.n_groups}")
     if res.df is not None:
-        se = res.report_se.get("df")
-        out.append(f"Student-t degrees of freedom: {res.df:.4g}" + (f" (SE {float(se):.3g})" if se is not None else ""))
+        ci = res.confint().loc["df"]
+        out.append(f"Student-t degrees of freedom: {res.df:.4g} (SE {ci['Std. Error']:.3g}; "
+                   f"95% Wald CI on the log scale {ci['2.5 %']:.3g} to {ci['97.5 %']:.3g})")
     return out
 
 
