@@ -8,8 +8,16 @@ import jax as _jax
 
 _jax.config.update("jax_enable_x64", True)  # statistics needs float64 (DESIGN.md section 5)
 
+from ._cache import enable_compilation_cache as enable_compilation_cache  # noqa: E402
+
+enable_compilation_cache()
+
 from ._data import GroupedData as GroupedData  # noqa: E402
 from ._data import group_data as group_data  # noqa: E402
+from ._batch import bootstrap as bootstrap  # noqa: E402
+from ._batch import fit_batch as fit_batch  # noqa: E402
+from ._batch import fit_formula_by as fit_formula_by  # noqa: E402
+from ._batch import fit_formula_responses as fit_formula_responses  # noqa: E402
 from ._families import Family as Family  # noqa: E402
 from ._fit import fit as fit  # noqa: E402
 from ._formula import fit_formula as fit_formula  # noqa: E402

@@ -33,6 +33,7 @@ class Family:
     report: Callable            # theta -> {"sigma": ..., "df": ...}
     link: str = "identity"
     validate: Callable | None = None   # (y, trials) -> None, raises naming rows
+    log_concave: bool = True           # in eta: then the inner mode is unique
 
     def scale(self, theta):
         """The factor multiplying ``Lambda u`` in ``b``."""
@@ -79,7 +80,8 @@ def _validate_binomial(y, trials):
 GAUSSIAN = Family("gaussian", _gaussian_logpdf, ("log_sigma",), True,
                   lambda th: {"sigma": jnp.exp(th["log_sigma"])})
 STUDENT_T = Family("student_t", _student_t_logpdf, ("log_sigma", "log_df"), True,
-                   lambda th: {"sigma": jnp.exp(th["log_sigma"]), "df": jnp.exp(th["log_df"])})
+                   lambda th: {"sigma": jnp.exp(th["log_sigma"]), "df": jnp.exp(th["log_df"])},
+                   log_concave=False)
 POISSON = Family("poisson", _poisson_logpdf, (), False, lambda th: {}, "log", _validate_poisson)
 BINOMIAL = Family("binomial", _binomial_logpdf, (), False, lambda th: {}, "logit", _validate_binomial)
 

@@ -99,7 +99,9 @@ def fit(model: Model, data: GroupedData, method: str = "REML", *, gtol: float = 
         out ``u`` and optimises ``beta`` with ``theta``.
       gtol: convergence tolerance on ``max |gradient|`` of the marginal nll.
       max_iter: limit on outer Newton iterations.
-      options: ``inner_tol``, ``inner_max_iter`` for the inner Newton solver; ``hessian``
+      options: ``inner_tol``, ``inner_max_iter`` for the inner Newton solver;
+        ``global_mode`` (default True; False only for densities log-concave in ``u``, where the
+        inner mode is unique: then one inner solve instead of two); ``hessian``
         ("fd", default, or "exact"; see :func:`admbjax._objective.value_grad_hessian`).
 
     Returns:

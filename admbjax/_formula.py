@@ -431,6 +431,7 @@ def fit_formula(formula: str, data, family="gaussian", method: str = "REML", cat
     from ._fit import fit
 
     model, grouped, d = formula_model(formula, data, family, categorical, na_action, start)
+    fit_options.setdefault("global_mode", not get_family(family).log_concave)
     result = fit(model, grouped, method, **fit_options)
     resid = conditional_residuals(result, d, grouped)
     scale = result.sigma if result.sigma else 1.0

@@ -42,6 +42,7 @@ class Spec:
     inner_max_iter: int = 100
     hessian: str = "fd"
     n_agq: int = 1
+    global_mode: bool = True
 
     @classmethod
     def of(cls, model: Model, method: str, **options) -> "Spec":
@@ -78,8 +79,8 @@ def marginal(spec: Spec, x, mode_init: _laplace.Mode, data, n_steps: int = 2):
     xs = jax.lax.stop_gradient(x)
     theta_s = spec.layout.theta_of(xs)
     beta_s = None if spec.reml else spec.layout.beta_of(xs)
-    mode, info = _laplace.solve_mode(spec.nll, theta_s, beta_s, data, mode_init,
-                                     tol=spec.inner_tol, max_iter=spec.inner_max_iter)
+    solve = _laplace.solve_global_mode if spec.global_mode else _laplace.solve_mode
+    mode, info = solve(spec.nll, theta_s, beta_s, data, mode_init, tol=spec.inner_tol, max_iter=spec.inner_max_iter)
     lap = _laplace.laplace(spec.nll, spec.layout.theta_of(x), beta_outer, data, mode, n_steps=n_steps,
                            n_agq=spec.n_agq)
     return lap, info

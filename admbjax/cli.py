@@ -22,7 +22,8 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--categorical", default="", help="comma-separated numeric columns to treat as factors")
     fit.add_argument("--na-action", default="fail", choices=["fail", "omit"],
                      help="rows with missing values: fail (default) or omit them with a message")
-    fit.add_argument("--json", help="write the fit as JSON to this path")
+    fit.add_argument("--json", help="write the fit as JSON to this path (with --by: JSON lines, one per level)")
+    fit.add_argument("--by", help="fit one model per level of this column, all in one compiled batch")
     return parser
 
 
@@ -30,6 +31,8 @@ def _fit(args) -> int:
     from ._formula import fit_formula
 
     categorical = [c.strip() for c in args.categorical.split(",") if c.strip()]
+    if args.by:
+        return _fit_by(args, categorical)
     result = fit_formula(args.formula, args.data, family=args.family, method=args.method,
                          categorical=categorical, na_action=args.na_action)
     print(result.summary())
@@ -37,6 +40,29 @@ def _fit(args) -> int:
         with open(args.json, "w") as fh:
             json.dump(result.to_dict(), fh, indent=2)
     return 0
+
+
+def _fit_by(args, categorical) -> int:
+    from ._batch import fit_formula_by
+
+    levels, results = fit_formula_by(args.formula, args.data, args.by, family=args.family, method=args.method,
+                                     categorical=categorical, na_action=args.na_action)
+    lines = []
+    print(f"{args.by:>12} {'criterion':>14} {'converged':>9} {'singular':>8}  fixed effects")
+    for level, res in zip(levels, results):
+        record = {"by": _plain(level), "error": "not fitted (see warnings)"} if res is None else dict(res.to_dict(), by=_plain(level))
+        lines.append(json.dumps(record))
+        if res is not None:
+            print(f"{str(level):>12} {res.criterion:14.6f} {str(res.converged):>9} {str(res.singular):>8}  "
+                  + " ".join(f"{b:.5g}" for b in res.beta))
+    if args.json:
+        with open(args.json, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+    return 0
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,285 @@
+"""Batch fits: many models of one structure in one compiled, vmapped program.
+
+Every lane runs the same lock-step damped Newton iterations (``_optimise``), freezing once
+it has converged, so a batch costs about as much as its slowest lane and no line search
+makes lanes wait for each other (DESIGN.md section 5). Datasets are padded to one shape
+(padding never changes a likelihood) and processed in chunks of ``chunk_size`` lanes, so
+peak memory is bounded by the chunk; a progress bar over chunks is shown on a terminal.
+A lane whose data are bad is not fitted and cannot affect any other lane.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+import jax
+import numpy as np
+from dataclasses import replace
+
+from . import _objective
+from ._checks import check_model_on_data
+from ._data import GroupedData, _list
+from ._fit import FitSpec, fit_program, run
+from ._model import Model
+from ._results import AdmbjaxWarning, make_result
+
+
+def _batched(fs: FitSpec):
+    return jax.vmap(lambda x0, mode0, data: fit_program(fs, x0, mode0, data))
+
+
+def _common_shape(datas) -> tuple[int, int]:
+    return max(d.shape[0] for d in datas), max(d.shape[1] for d in datas)
+
+
+def _stack(trees):
+    return jax.tree.map(lambda *a: np.stack(a), *trees)
+
+
+def _check_same_structure(models) -> None:
+    first = models[0]
+    for i, m in enumerate(models[1:], 1):
+        if (m.nll is not first.nll or m.report is not first.report or m.ranef is not first.ranef
+                or m.n_random != first.n_random or m.n_fixed != first.n_fixed
+                or jax.tree.structure(m.theta) != jax.tree.structure(first.theta)):
+            raise ValueError(f"`models[{i}]` differs in structure from `models[0]` (functions, parameters or "
+                             "random effects): a batch fits one model structure")
+
+
+class _Progress:
+    """A minimal progress bar over chunks on stderr, shown only on a terminal."""
+
+    def __init__(self, total: int, enabled: bool | None):
+        self.total, self.done, self.t0 = total, 0, time.perf_counter()
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+
+    def step(self, lanes: int) -> None:
+        self.done += lanes
+        if self.enabled:
+            frac = self.done / self.total
+            bar = "#" * int(30 * frac)
+            sys.stderr.write(f"\radmbjax batch [{bar:<30}] {self.done}/{self.total} fits, "
+                             f"{time.perf_counter() - self.t0:.1f} s")
+            if self.done >= self.total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def fit_batch(models, datas, method: str = "REML", *, chunk_size: int = 1024, progress: bool | None = None,
+              gtol: float = 1e-6, max_iter: int = 100, **options):
+    """Fit many datasets (and/or starting values) of one model structure in one program.
+
+    Args:
+      models: a :class:`Model`, or a list of models of one structure (one per dataset, for
+        per-dataset starting values, as the formula front end makes them).
+      datas: a list of :class:`GroupedData`; padded to a common shape.
+      method, gtol, max_iter, options: as for :func:`admbjax.fit`.
+      chunk_size: lanes per compiled call; bounds peak memory.
+      progress: show a progress bar over chunks (default: when stderr is a terminal).
+
+    Returns:
+      A list of :class:`FitResult`, one per dataset, each equal to the same fit done alone.
+      A lane whose model does not run on its data gets ``None`` and a warning naming it.
+    """
+    datas = list(datas)
+    models = list(models) if isinstance(models, (list, tuple)) else [models] * len(datas)
+    if len(models) != len(datas) or not datas:
+        raise ValueError(f"`models` ({len(models)}) and `datas` ({len(datas)}) must be non-empty and match")
+    _check_same_structure(models)
+    bad = _bad_lanes(models, datas)
+    good = [i for i in range(len(datas)) if i not in bad]
+    if not good:
+        raise ValueError(f"no dataset of the batch can be fitted: {next(iter(bad.values()))}")
+    n_sub, n_max = _common_shape(datas)
+    spec = _objective.Spec.of(models[0], method, **options)
+    fs = FitSpec(spec, models[0].report, models[0].ranef, float(gtol), int(max_iter))
+    lanes = [(spec.x0(models[i]), spec.initial_mode(models[i], n_sub), datas[i].padded(n_sub, n_max).tree())
+             for i in good]
+    results = [None] * len(datas)
+    bar = _Progress(len(lanes), progress)
+    # lanes per call rounded up to a power of two: batches of similar size share one program
+    chunk = max(1, min(int(chunk_size), 1 << (len(lanes) - 1).bit_length()))
+    for start in range(0, len(lanes), chunk):
+        part = lanes[start:start + chunk]
+        filled = part + [part[0]] * (chunk - len(part))  # same shape every chunk: one compile
+        args = _stack([tuple(jax.tree.map(np.asarray, lane)) for lane in filled])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AdmbjaxWarning)
+            out, t_compile, t_fit = run(fs, args, transform=_batched)
+        for j in range(len(part)):
+            i = good[start + j]
+            lane = jax.tree.map(lambda a: a[j], out)
+            results[i] = _lane_result(models[i], datas[i].padded(n_sub, n_max), spec, fs, lane,
+                                      t_compile if start == 0 and j == 0 else 0.0, t_fit / len(part))
+        bar.step(len(part))
+    _warn_summary(results, bad)
+    return results
+
+
+def _lane_result(model, data, spec, fs, out, t_compile, t_fit):
+    """One lane's :class:`FitResult`; ``None`` if the lane could not start (bad start)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AdmbjaxWarning)
+        try:
+            return make_result(model, data, spec.layout, fs, out, t_compile, t_fit)
+        except ValueError:
+            return None
+
+
+def _bad_lanes(models, datas) -> dict:
+    """Lanes that cannot be fitted, with the reason: non-finite data (named by row).
+
+    The model's structural checks (scalar output, padding) run once, on the first lane;
+    a lane whose nll is not finite at its start is caught inside the compiled program.
+    """
+    check_model_on_data(models[0], datas[0])
+    bad = {}
+    for i, d in enumerate(datas):
+        for name, a in d.arrays.items():
+            finite = np.isfinite(a.reshape(a.shape[:2] + (-1,))).all(axis=2) | (d.mask == 0)
+            if not finite.all():
+                rows = np.sort(d.rows[~finite])
+                bad[i] = f"`{name}` has NaN or inf in {len(rows)} row(s) (0-based): {_list(rows)}"
+                break
+    return bad
+
+
+def _warn_summary(results, bad) -> None:
+    for i, msg in bad.items():
+        warnings.warn(f"batch fit {i} was not fitted: {msg}", AdmbjaxWarning, stacklevel=3)
+    failed = [i for i, r in enumerate(results) if r is not None and not r.converged]
+    if failed:
+        warnings.warn(f"{len(failed)} of {len(results)} batch fits did not converge (fits {failed[:10]}"
+                      f"{'...' if len(failed) > 10 else ''}); see each result's `messages`", AdmbjaxWarning, stacklevel=3)
+    singular = sum(1 for r in results if r is not None and r.singular)
+    if singular:
+        warnings.warn(f"{singular} of {len(results)} batch fits are boundary (singular) fits", AdmbjaxWarning, stacklevel=3)
+
+
+# ---------------------------------------------------------------- formula front end
+
+
+def _formula_lanes(formula, data, family, categorical, na_action, by):
+    from ._formula import formula_model
+    from ._io import read_data
+
+    df = read_data(data)
+    if by not in df.columns:
+        raise ValueError(f"`by` column {by!r} is not in `data`; available: {list(df.columns)}")
+    if df[by].isna().any():
+        raise ValueError(f"`by` column {by!r} has {int(df[by].isna().sum())} missing value(s)")
+    levels = sorted(df[by].unique().tolist(), key=lambda v: (str(type(v)), v))
+    built = [formula_model(formula, df[df[by] == lev], family, categorical, na_action) for lev in levels]
+    names = built[0][2].beta_names
+    for lev, (_, _, d) in zip(levels, built):
+        if d.beta_names != names:
+            raise ValueError(f"level {lev!r} of {by!r} gives fixed effects {list(d.beta_names)}, level "
+                             f"{levels[0]!r} gives {list(names)}: every level must give the same design columns")
+    return levels, built
+
+
+def fit_formula_by(formula: str, data, by: str, family="gaussian", method: str = "REML", categorical=(),
+                   na_action: str = "fail", **options):
+    """One fit of ``formula`` per level of column ``by``, all in one batch.
+
+    Returns ``(levels, results)``; each result equals the fit of that level's rows alone.
+    """
+    from ._families import get_family
+
+    levels, built = _formula_lanes(formula, data, family, categorical, na_action, by)
+    options.setdefault("global_mode", not get_family(family).log_concave)
+    results = fit_batch([m for m, _, _ in built], [g for _, g, _ in built], method, **options)
+    return levels, results
+
+
+def fit_formula_responses(formula: str, data, responses, family="gaussian", method: str = "REML",
+                          categorical=(), na_action: str = "fail", **options):
+    """One fit per response column (one model per gene), sharing the formula's design.
+
+    ``formula``'s left-hand side is a placeholder replaced by each name in ``responses``;
+    the design is built once. Returns a list of results in the order of ``responses``.
+    """
+    from ._families import get_family
+    from ._formula import formula_model
+    from ._io import read_data
+
+    df = read_data(data)
+    responses = list(responses)
+    missing = [r for r in responses if r not in df.columns]
+    if missing:
+        raise ValueError(f"`responses` {missing[:10]} are not columns of `data`")
+    rhs = formula.split("~", 1)[1]
+    model, grouped, d = formula_model(f"{responses[0]} ~{rhs}", df, family, categorical, na_action)
+    Y = df.loc[:, responses].to_numpy(float)
+    options.setdefault("global_mode", not get_family(family).log_concave)
+    return _fit_responses(model, grouped, d, Y, get_family(family), method, rhs, responses, options)
+
+
+def _fit_responses(model, grouped, d, Y, family, method, rhs, names, options):
+    """Fit the columns of ``Y`` (``[n_obs, B]``) as responses of one design, in one batch."""
+    packed = np.where(grouped.rows[..., None] >= 0, Y[np.maximum(grouped.rows, 0)], 0.0)
+    finite = np.isfinite(Y).all(axis=0)
+    beta0 = np.linalg.lstsq(d.X, np.where(np.isfinite(Y), Y, 0.0), rcond=None)[0].T
+    models, datas = [], []
+    for b, name in enumerate(names):
+        usable = finite[b] and family.link == "identity"
+        start = beta0[b] if usable else model.beta
+        models.append(replace(model, beta=start, formula=f"{name} ~{rhs}"))
+        datas.append(replace(grouped, arrays=dict(grouped.arrays, y=packed[..., b])))
+    return fit_batch(models, datas, method, **options)
+
+
+def simulate(result, design, n_sim: int, seed: int = 0) -> np.ndarray:
+    """``n_sim`` responses (``[n_obs, n_sim]``) simulated from a fitted formula model:
+    new random effects ``b ~ N(0, G)`` and new observations given them (lme4's ``simulate``)."""
+    from ._families import get_family
+
+    rng = np.random.default_rng(seed)
+    family = get_family(result.family)
+    n_groups, q = len(design.groups.categories), design.Z.shape[1]
+    chol = np.linalg.cholesky(result.G + 1e-300 * np.eye(q)) if np.all(np.linalg.eigvalsh(result.G) > 0) else \
+        np.linalg.svd(result.G)[0] * np.sqrt(np.maximum(np.linalg.svd(result.G)[1], 0.0))
+    b = np.einsum("qr,gsr->gsq", chol, rng.standard_normal((n_groups, n_sim, q)))
+    code = np.asarray(design.groups.codes)
+    eta = (design.X @ result.beta)[:, None] + np.einsum("nq,nsq->ns", design.Z, b[code])
+    if family.name == "gaussian":
+        return eta + result.sigma * rng.standard_normal(eta.shape)
+    if family.name == "student_t":
+        return eta + result.sigma * rng.standard_t(result.df, eta.shape)
+    if family.name == "poisson":
+        return rng.poisson(np.exp(eta)).astype(float)
+    trials = design.trials if design.trials is not None else np.ones(len(design.y))
+    return rng.binomial(trials.astype(int)[:, None], 1.0 / (1.0 + np.exp(-eta))).astype(float)
+
+
+def bootstrap(formula: str, data, n_boot: int = 1000, family="gaussian", method: str = "REML", categorical=(),
+              na_action: str = "fail", seed: int = 0, **options):
+    """Parametric bootstrap of a formula fit (lme4's ``bootMer``), all refits in one batch.
+
+    Returns ``(fit, table, estimates)``: the original fit, a DataFrame with the bootstrap SE
+    and percentile interval of every fixed effect and variance component, and the
+    ``[n_boot, k]`` array of refitted estimates (NaN rows for refits that failed).
+    """
+    import pandas as pd
+
+    from ._families import get_family
+    from ._fit import fit
+    from ._formula import formula_model
+
+    model, grouped, d = formula_model(formula, data, family, categorical, na_action)
+    options.setdefault("global_mode", not get_family(family).log_concave)
+    original = fit(model, grouped, method, **options)
+    Y = simulate(original, d, n_boot, seed)
+    rhs = formula.split("~", 1)[1]
+    refits = _fit_responses(model, grouped, d, Y, get_family(family), method, rhs,
+                            [f"y*{i}" for i in range(n_boot)], options)
+    names = list(original.confint().index)
+    est = np.array([r.confint()["Estimate"].to_numpy() if r is not None and r.converged
+                    else np.full(len(names), np.nan) for r in refits])
+    ok = ~np.isnan(est).any(axis=1)
+    table = pd.DataFrame({"Estimate": original.confint()["Estimate"].to_numpy(),
+                          "Bootstrap SE": est[ok].std(axis=0, ddof=1),
+                          "2.5 %": np.percentile(est[ok], 2.5, axis=0),
+                          "97.5 %": np.percentile(est[ok], 97.5, axis=0)}, index=names)
+    return original, table, est
