@@ -93,7 +93,7 @@ def test_simulate_matches_the_model_moments():
 
 
 def test_parametric_bootstrap_runs_in_one_batch():
-    fit, table, est = admbjax.bootstrap("y ~ Days + (Days | Subject)".replace("y", "Reaction"), "sleepstudy", n_boot=8)
+    fit, table, est = admbjax.bootstrap("Reaction ~ Days + (Days | Subject)", "sleepstudy", n_boot=8)
     assert est.shape == (8, len(table)) and np.isfinite(est).all()
     assert list(table.index) == list(fit.confint().index)
     assert (table["2.5 %"] <= table["97.5 %"]).all() and (table["Bootstrap SE"] > 0).all()
