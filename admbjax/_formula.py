@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import formulaic
 import jax.numpy as jnp
@@ -403,6 +403,43 @@ def formula_model(formula: str, data, family="gaussian", categorical=(), na_acti
     return model, grouped, d
 
 
+#: Quadrature points per random effect when a Laplace fit breaks down (see below).
+FALLBACK_AGQ = 7
+
+
+def _fit_with_fallback(model, grouped, method, options):
+    """Fit; where a non-log-concave model's Laplace fit breaks down, refit by AGQ.
+
+    For Student-t errors with gross outliers the Laplace approximation diverges where a
+    subject's conditional mode is about to vanish (its Hessian turns singular and the
+    Laplace nll goes to minus infinity): the optimiser is drawn there and does not
+    converge (glmmTMB reports "false convergence"). The true marginal likelihood has no
+    such spikes, and adaptive Gauss-Hermite quadrature follows it: when the Laplace fit
+    fails to converge or ends where some subject's density is nearly flat, and AGQ is
+    available (ML, at most two random effects), the fit is redone with
+    ``n_agq = FALLBACK_AGQ`` and says so.
+    """
+    from ._fit import fit
+
+    auto = "n_agq" not in options and not get_family(model.family).log_concave
+    if not auto:
+        return fit(model, grouped, method, **options)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AdmbjaxWarning)
+        result = fit(model, grouped, method, **options)
+    broken = not (result.converged and result.extra["laplace_reliable"])
+    if not broken or method.upper() != "ML" or model.n_random > 2:
+        for w in caught:
+            warnings.warn(w.message, w.category, stacklevel=3)
+        return result
+    retry = fit(model, grouped, method, **dict(options, n_agq=FALLBACK_AGQ))
+    note = (f"Laplace approximation broke down (max|grad| {result.max_abs_grad:.3g}, converged "
+            f"{result.converged}); refitted by adaptive Gauss-Hermite quadrature, n_agq = {FALLBACK_AGQ}")
+    warnings.warn(note, AdmbjaxWarning, stacklevel=3)
+    return replace(retry, messages=(note,) + retry.messages, time_compile=result.time_compile + retry.time_compile,
+                   time_fit=result.time_fit + retry.time_fit)
+
+
 def conditional_residuals(result, design: Design, grouped) -> np.ndarray:
     """``y - X beta - Z b_group`` for every observation, in row order."""
     code = np.asarray(design.groups.codes)
@@ -426,13 +463,9 @@ def fit_formula(formula: str, data, family="gaussian", method: str = "REML", cat
       start: natural-scale starting values, ``{"beta": [...], "sigma": s, "df": nu}``.
       fit_options: passed to :func:`admbjax.fit` (``gtol``, ``max_iter``, ...).
     """
-    from dataclasses import replace
-
-    from ._fit import fit
-
     model, grouped, d = formula_model(formula, data, family, categorical, na_action, start)
     fit_options.setdefault("global_mode", not get_family(family).log_concave)
-    result = fit(model, grouped, method, **fit_options)
+    result = _fit_with_fallback(model, grouped, method, fit_options)
     resid = conditional_residuals(result, d, grouped)
     scale = result.sigma if result.sigma else 1.0
     extra = dict(result.extra, residuals=resid, scaled_residuals=resid / scale, dropped=d.dropped)

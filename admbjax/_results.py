@@ -257,12 +257,29 @@ def _check_start(data: GroupedData, out) -> None:
     )
 
 
+#: Below this smallest eigenvalue of H_uu,i (in the whitened u, where the prior alone gives 1)
+#: a subject's conditional density is nearly flat at its mode: the Laplace approximation of
+#: its integral is unreliable (it diverges where the mode is about to vanish).
+FLAT_CURVATURE = 1e-2
+
+
+def min_curvature(out) -> np.ndarray:
+    """Smallest eigenvalue of each subject's ``H_uu`` at the mode (from its Cholesky factor)."""
+    chol = np.asarray(out.opt.aux[0].step.chol_uu)
+    return np.linalg.eigvalsh(chol @ np.swapaxes(chol, 1, 2))[:, 0]
+
+
 def _conditions(data: GroupedData, out, converged: bool, status: str, singular: bool) -> list[str]:
     msgs = []
     lap, info = out.opt.aux[:2]
     not_pd, not_conv = _subjects(data, lap.ok), _subjects(data, info.converged)
+    flat = _subjects(data, ~(min_curvature(out) < FLAT_CURVATURE) | ~np.asarray(lap.ok, bool))
     if not_pd:
         msgs.append(f"Hessian in u not positive definite at the mode for subjects {_list(not_pd)}")
+    if flat:
+        msgs.append(f"Laplace approximation unreliable for subjects {_list(flat)}: their conditional density "
+                    "is nearly flat at the mode (smallest curvature below 1% of the prior's); "
+                    "use adaptive Gauss-Hermite quadrature (n_agq) for ML")
     if not_conv:
         msgs.append(f"inner Newton solve did not converge for subjects {_list(not_conv)}")
     grad = float(np.max(np.abs(out.opt.g)))
@@ -302,4 +319,6 @@ def make_result(model, data: GroupedData, layout, fs, out, t_compile: float, t_f
         hessian_pd=bool(inf.hessian_pd), inner_converged=inner_converged,
         singular=singular, n_params=layout.n_theta + model.n_fixed,
         time_compile=t_compile, time_fit=t_fit, messages=tuple(msgs),
+        extra={"laplace_reliable": bool(np.all(min_curvature(out)[:n] >= FLAT_CURVATURE)),
+               "n_agq": fs.spec.n_agq},
     )
