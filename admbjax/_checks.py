@@ -7,6 +7,8 @@ are not finite at the initial parameters, and an nll that counts padded observat
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,9 +36,14 @@ def check_output_shape(model: Model, data: GroupedData) -> None:
         raise TypeError(f"`nll` must return a scalar per subject; it returned shape {getattr(out, 'shape', type(out))}")
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _subject_values(nll, theta, beta, u, arrays, mask):
+    return jax.vmap(lambda a, m: nll(theta, beta, u, dict(a, mask=m)))(arrays, mask)
+
+
 def _values(model: Model, data: GroupedData, u) -> np.ndarray:
-    f = jax.vmap(lambda a, m: model.nll(model.theta, model.beta, u, dict(a, mask=m)))
-    return np.asarray(jax.jit(f)(data.arrays, data.mask))
+    """Each subject's nll at the initial values (compiled once per nll and shape)."""
+    return np.asarray(_subject_values(model.nll, model.theta, model.beta, u, dict(data.arrays), data.mask))
 
 
 def check_initial_values(model: Model, data: GroupedData) -> None:

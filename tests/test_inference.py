@@ -44,7 +44,11 @@ def test_wald_intervals_and_delta_method(chickweight_reml):
     assert list(ci.index[:5]) == ["(Intercept)", "Time", "Diet2", "Diet3", "Diet4"]
     row = ci.loc["sigma"]
     assert row["2.5 %"] < chickweight_reml.sigma < row["97.5 %"]
-    assert row["97.5 %"] - row["Estimate"] == pytest.approx(1.959964 * row["Std. Error"], rel=1e-6)
+    # positive quantities: Wald interval on the log scale (delta method), mapped back
+    assert row["97.5 %"] / row["Estimate"] == pytest.approx(np.exp(1.959964 * row["Std. Error"] / row["Estimate"]), rel=1e-6)
+    assert row["Estimate"] / row["2.5 %"] == pytest.approx(row["97.5 %"] / row["Estimate"], rel=1e-12)
+    beta_row = ci.loc["Time"]
+    assert beta_row["97.5 %"] - beta_row["Estimate"] == pytest.approx(1.959964 * beta_row["Std. Error"], rel=1e-6)
     # delta method for sigma = exp(log_sigma): se(sigma) = sigma * se(log_sigma)
     i = chickweight_reml.x_names.index("['log_sigma']")
     assert row["Std. Error"] == pytest.approx(chickweight_reml.sigma * np.sqrt(chickweight_reml.x_cov[i, i]), rel=1e-8)
