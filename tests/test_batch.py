@@ -47,11 +47,12 @@ def test_failed_lane_does_not_touch_the_others(batch, genes):
     results, messages = batch
     assert results[4] is None
     assert any("batch fit 4 was not fitted: `y` has NaN or inf in 1 row(s) (0-based): 7" in m for m in messages)
-    # the same batch without the bad gene gives identical numbers for the others
+    # the same batch without the bad gene gives the same numbers for the others (to rounding:
+    # a lane's position in the vectorised program can change the last bit)
     clean = admbjax.fit_formula_responses(FORMULA, genes, ["Reaction", "g0", "g1", "g2", "g4"])
     for a, b in zip([r for r in results if r is not None], clean):
-        assert a.criterion == b.criterion
-        np.testing.assert_array_equal(a.beta, b.beta)
+        assert a.criterion == pytest.approx(b.criterion, rel=1e-13)
+        np.testing.assert_allclose(a.beta, b.beta, rtol=1e-11)
 
 
 def test_each_fit_has_its_own_flags(batch):
