@@ -210,7 +210,7 @@ def fit_formula_responses(formula: str, data, responses, family="gaussian", meth
     if missing:
         raise ValueError(f"`responses` {missing[:10]} are not columns of `data`")
     rhs = formula.split("~", 1)[1]
-    model, grouped, d = formula_model(f"{responses[0]} ~{rhs}", df, family, categorical, na_action)
+    model, grouped, d = formula_model(f"{responses[0]} ~{rhs}", df, family, categorical, na_action, sufficient=False)
     Y = df.loc[:, responses].to_numpy(float)
     options.setdefault("global_mode", not get_family(family).log_concave)
     return _fit_responses(model, grouped, d, Y, get_family(family), method, rhs, responses, options)
@@ -267,7 +267,7 @@ def bootstrap(formula: str, data, n_boot: int = 1000, family="gaussian", method:
     from ._fit import fit
     from ._formula import formula_model
 
-    model, grouped, d = formula_model(formula, data, family, categorical, na_action)
+    model, grouped, d = formula_model(formula, data, family, categorical, na_action, sufficient=False)
     options.setdefault("global_mode", not get_family(family).log_concave)
     original = fit(model, grouped, method, **options)
     Y = simulate(original, d, n_boot, seed)

@@ -25,6 +25,8 @@ class GroupedData:
       subject_mask: ``[n_subjects]``, 1.0 for a real subject, 0.0 for a padded one.
       ids: the subject ids of the real subjects, in the order of the leading axis.
       rows: ``[n_subjects, n_max]`` row of the input each entry came from, -1 for padding.
+      observations: the number of observations the rows stand for, when a row summarises
+        several (sufficient statistics); ``None``: one observation per row.
     """
 
     arrays: Mapping[str, np.ndarray]
@@ -32,6 +34,7 @@ class GroupedData:
     subject_mask: np.ndarray
     ids: tuple
     rows: np.ndarray
+    observations: int | None = None
 
     @property
     def n_subjects(self) -> int:
@@ -41,7 +44,7 @@ class GroupedData:
     @property
     def n_obs(self) -> int:
         """Number of real observations."""
-        return int(self.mask.sum())
+        return int(self.mask.sum()) if self.observations is None else self.observations
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -128,7 +131,7 @@ def _mixed(g: np.ndarray) -> bool:
     return len({type(x) for x in g.tolist()}) > 1
 
 
-def group_data(arrays: Mapping[str, Any], groups, *, levels=None) -> GroupedData:
+def group_data(arrays: Mapping[str, Any], groups, *, levels=None, observations: int | None = None) -> GroupedData:
     """Pack per-observation arrays into per-subject padded arrays.
 
     Args:
@@ -137,6 +140,8 @@ def group_data(arrays: Mapping[str, Any], groups, *, levels=None) -> GroupedData
       groups: the subject id of each observation.
       levels: optional full list of subject ids (for example a categorical's categories);
         a level without observations is an error.
+      observations: how many observations the rows stand for, if not one each (rows of
+        per-subject sufficient statistics).
 
     Returns:
       A :class:`GroupedData`, subjects sorted by id (or in the order of ``levels``), rows
@@ -170,4 +175,4 @@ def group_data(arrays: Mapping[str, Any], groups, *, levels=None) -> GroupedData
         out = np.zeros((n_sub, n_max) + v.shape[1:], dtype=np.float64)
         out[codes[order], slot] = v[order]
         packed[k] = out
-    return GroupedData(packed, mask, np.ones(n_sub), ids, rows)
+    return GroupedData(packed, mask, np.ones(n_sub), ids, rows, observations)

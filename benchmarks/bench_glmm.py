@@ -113,6 +113,17 @@ def fit_peers(model: str, csv: Path) -> dict | None:
     return json.loads(line)
 
 
+def git_state() -> dict | None:
+    """Commit and locally modified library files (the library is imported from the checkout)."""
+    try:
+        run = lambda *a: subprocess.run(["git", *a], cwd=HERE.parent, capture_output=True,
+                                        text=True, check=True).stdout.strip()
+        return dict(commit=run("rev-parse", "--short", "HEAD"),
+                    modified=run("status", "--short", "admbjax").splitlines())
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def fmt(v, spec=".2f"):
     return "-" if v is None else format(v, spec)
 
@@ -207,7 +218,7 @@ def main(argv=None) -> int:
                       R=peers and peers["R"], glmmTMB=peers and peers["glmmTMB_version"],
                       lme4=peers and peers["lme4_version"]),
         peers_skipped=None if have_r else f"Rscript not on PATH ({INSTALL_HINT})",
-        seed=seed0, n_obs_per_subject=N_OBS, repeats=REPEATS,
+        seed=seed0, n_obs_per_subject=N_OBS, repeats=REPEATS, git=git_state(),
     )
     args.out.write_text(json.dumps(dict(meta=meta, rows=rows, details=details, table=table), indent=2))
     print(f"\nwrote {args.out}")
