@@ -69,3 +69,20 @@ def test_conditional_modes_and_sds(fitted):
         return
     (_, sd3), = ref["ranef_condsd_first3"].items()
     np.testing.assert_allclose(fit.b_sd[idx], sd3["values"], rtol=1e-3)
+
+
+def test_uncorrelated_spellings_agree():
+    """(x || g) is lme4's shorthand for (1 | g) + (0 + x | g)."""
+    ref = reference("sleepstudy_uncorr")["fits"]["lme4_lmer_REML"]
+    long = admbjax.fit_formula("Reaction ~ Days + (1 | Subject) + (0 + Days | Subject)", "sleepstudy")
+    assert long.criterion == pytest.approx(ref["criterion"], rel=1e-6)
+    assert long.G[0, 1] == 0.0 and long.random_names == ("(Intercept)", "Days")
+
+
+def test_transformations_in_the_fixed_part():
+    df = admbjax.datasets.load("sleepstudy")
+    inline = admbjax.fit_formula("Reaction ~ Days + I(Days ** 2) + (Days | Subject)", df)
+    by_hand = admbjax.fit_formula("Reaction ~ Days + Days2 + (Days | Subject)", df.assign(Days2=df["Days"] ** 2))
+    assert inline.beta_names[2] == "I(Days ** 2)"
+    assert inline.criterion == pytest.approx(by_hand.criterion, rel=1e-12)
+    np.testing.assert_allclose(inline.beta, by_hand.beta, rtol=1e-9)

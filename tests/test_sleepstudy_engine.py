@@ -9,6 +9,8 @@ import json
 import numpy as np
 import pytest
 
+import admbjax
+
 from conftest import reference
 
 REF = reference("sleepstudy")["fits"]
@@ -59,3 +61,14 @@ def test_model_script_writes_design_json(sleepstudy, tmp_path):
     assert d["converged"] is True and d["singular"] is False and d["df"] is None
     assert set(d["time_s"]) == {"compile", "fit"}
     assert result.criterion == d["criterion"]
+
+
+@pytest.mark.parametrize("method", ["ML", "REML"])
+def test_student_t_twin_fits_both_ways(sleepstudy_t, sleepstudy_fits, method):
+    """models/sleepstudy_t_lmm.py: the Gaussian model with one line changed, df learned."""
+    model, data = sleepstudy_t.build()
+    fit = admbjax.fit(model, data, method)
+    assert fit.converged and fit.max_abs_grad < 1e-5 and fit.hessian_pd
+    assert 1.5 < fit.df < 10 and fit.report_se["df"] > 0   # sleepstudy has heavy tails
+    # the Student-t family contains the Gaussian (df -> infinity): it fits at least as well
+    assert fit.loglik > sleepstudy_fits[method].loglik
