@@ -73,14 +73,24 @@ class Spec:
         return self.layout.flat(model.theta, model.beta)
 
 
-def marginal(spec: Spec, x, mode_init: _laplace.Mode, data, n_steps: int = 2):
-    """Laplace marginal nll at ``x``, with the inner solve warm-started at ``mode_init``."""
+def marginal(spec: Spec, x, mode_init: _laplace.Mode, data, n_steps: int = 2, search=True):
+    """Laplace marginal nll at ``x``, with the inner solve warm-started at ``mode_init``.
+
+    With ``spec.global_mode``, ``search`` (a traced bool) says whether to look for the
+    global inner mode (warm and cold starts) or only to follow ``mode_init`` (enough when
+    ``mode_init`` is the global mode at a point a finite-difference step away).
+    """
     beta_outer = None if spec.reml else spec.layout.beta_of(x)
     xs = jax.lax.stop_gradient(x)
     theta_s = spec.layout.theta_of(xs)
     beta_s = None if spec.reml else spec.layout.beta_of(xs)
-    solve = _laplace.solve_global_mode if spec.global_mode else _laplace.solve_mode
-    mode, info = solve(spec.nll, theta_s, beta_s, data, mode_init, tol=spec.inner_tol, max_iter=spec.inner_max_iter)
+    args = (spec.nll, theta_s, beta_s, data, mode_init)
+    kw = dict(tol=spec.inner_tol, max_iter=spec.inner_max_iter)
+    if spec.global_mode:
+        mode, info = jax.lax.cond(search, lambda: _laplace.solve_global_mode(*args, **kw),
+                                  lambda: _laplace.solve_mode(*args, **kw))
+    else:
+        mode, info = _laplace.solve_mode(*args, **kw)
     lap = _laplace.laplace(spec.nll, spec.layout.theta_of(x), beta_outer, data, mode, n_steps=n_steps,
                            n_agq=spec.n_agq)
     return lap, info
@@ -103,18 +113,29 @@ def value_grad_hessian(spec: Spec, x, mode_init, data):
     return _fd_value_grad_hessian(spec, x, mode_init, data)
 
 
-def _value_and_grad(spec, x, mode_init, data):
+def _value_and_grad(spec, x, mode_init, data, search=True):
     (f, aux), g = jax.value_and_grad(
-        lambda x: _value_with_aux(spec, x, mode_init, data, n_steps=1), has_aux=True)(x)
+        lambda x: _value_with_aux(spec, x, mode_init, data, n_steps=1, search=search), has_aux=True)(x)
     return f, g, aux
 
 
 def _fd_value_grad_hessian(spec, x, mode_init, data):
-    # one traced body for the centre and the 2k shifted points (smaller programs)
+    # One traced body for the centre and the 2k shifted points (smaller programs), run as a
+    # scan: the centre (first) searches for the global inner mode from ``mode_init``; each
+    # shifted point starts from the centre's mode and only follows it (a step away, it is
+    # one or two Newton iterations from there).
     k = x.shape[0]
     steps = FD_STEP * (1.0 + jnp.abs(x))
     shifts = jnp.concatenate([jnp.zeros((1, k), x.dtype), jnp.diag(steps), -jnp.diag(steps)])
-    fs, gs, auxs = jax.lax.map(lambda d: _value_and_grad(spec, x + d, mode_init, data), shifts)
+    first = jnp.arange(2 * k + 1) == 0
+
+    def lane(start, shift_first):
+        shift, is_centre = shift_first
+        f, g, aux = _value_and_grad(spec, x + shift, start, data, search=is_centre)
+        start = jax.tree.map(lambda a, b: jnp.where(is_centre, a, b), jax.lax.stop_gradient(aux[0].mode), start)
+        return start, (f, g, aux)
+
+    _, (fs, gs, auxs) = jax.lax.scan(lane, mode_init, (shifts, first))
     lap, info = jax.tree.map(lambda a: a[0], auxs)
     h = (gs[1:k + 1] - gs[k + 1:]) / (2.0 * steps[:, None])
     beta = auxs[0].mode.beta
@@ -132,8 +153,8 @@ def _exact_value_grad_hessian(spec, x, mode_init, data):
     return lap.nll, g, 0.5 * (h + h.T), lap, info, dbeta
 
 
-def _value_with_aux(spec, x, mode_init, data, n_steps=2):
-    lap, info = marginal(spec, x, mode_init, data, n_steps=n_steps)
+def _value_with_aux(spec, x, mode_init, data, n_steps=2, search=True):
+    lap, info = marginal(spec, x, mode_init, data, n_steps=n_steps, search=search)
     return lap.nll, (lap, info)
 
 
