@@ -129,16 +129,18 @@ def _fd_value_grad_hessian(spec, x, mode_init, data):
     shifts = jnp.concatenate([jnp.zeros((1, k), x.dtype), jnp.diag(steps), -jnp.diag(steps)])
     first = jnp.arange(2 * k + 1) == 0
 
-    def lane(start, shift_first):
+    def lane(carry, shift_first):
+        start, centre = carry
         shift, is_centre = shift_first
         f, g, aux = _value_and_grad(spec, x + shift, start, data, search=is_centre)
-        start = jax.tree.map(lambda a, b: jnp.where(is_centre, a, b), jax.lax.stop_gradient(aux[0].mode), start)
-        return start, (f, g, aux)
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(is_centre, a, b), new, old)
+        start = keep(jax.lax.stop_gradient(aux[0].mode), start)
+        return (start, keep(aux, centre)), (f, g, aux[0].mode.beta)
 
-    _, (fs, gs, auxs) = jax.lax.scan(lane, mode_init, (shifts, first))
-    lap, info = jax.tree.map(lambda a: a[0], auxs)
+    # only the centre's Laplace state is kept (memory: one copy, not 2k + 1)
+    (_, (lap, info)), (fs, gs, beta) = jax.lax.scan(lane, (mode_init, _laplace.placeholder(mode_init)),
+                                                     (shifts, first))
     h = (gs[1:k + 1] - gs[k + 1:]) / (2.0 * steps[:, None])
-    beta = auxs[0].mode.beta
     dbeta = ((beta[1:k + 1] - beta[k + 1:]) / (2.0 * steps[:, None])).T
     return fs[0], gs[0], 0.5 * (h + h.T), lap, info, dbeta
 
