@@ -93,7 +93,8 @@ def fit_batch(models, datas, method: str = "REML", *, chunk_size: int = 1024, pr
         raise ValueError(f"no dataset of the batch can be fitted: {next(iter(bad.values()))}")
     n_sub, n_max = _common_shape(datas)
     spec = _objective.Spec.of(models[0], method, **options)
-    fs = FitSpec(spec, models[0].report, models[0].ranef, float(gtol), int(max_iter))
+    # every lane runs every branch of a vmapped program: full Newton steps, no BFGS phase
+    fs = FitSpec(spec, models[0].report, models[0].ranef, float(gtol), int(max_iter), quasi_newton=False)
     lanes = [(spec.x0(models[i]), spec.initial_mode(models[i], n_sub), datas[i].padded(n_sub, n_max).tree())
              for i in good]
     results = [None] * len(datas)

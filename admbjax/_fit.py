@@ -32,6 +32,7 @@ class FitSpec:
     ranef: Callable | None
     gtol: float
     max_iter: int
+    quasi_newton: bool = True
 
 
 class FitOutput(NamedTuple):
@@ -44,13 +45,13 @@ class FitOutput(NamedTuple):
 def fit_program(fs: FitSpec, x0, mode0, data) -> FitOutput:
     """Optimise and infer: a pure function of the initial values and the data."""
 
-    def vgh(x, mode):
-        f, g, h, lap, info, dbeta = value_grad_hessian(fs.spec, x, mode, data)
+    def vgh(x, mode, need_hessian):
+        f, g, h, lap, info, dbeta = value_grad_hessian(fs.spec, x, mode, data, need_hessian)
         return f, g, h, (lap, info, dbeta)
 
     placeholder = _laplace.placeholder(mode0) + (jnp.zeros((mode0.beta.shape[0], x0.shape[0])),)
     opt = _optimise.minimise(vgh, x0, mode0, lambda aux: aux[0].mode, placeholder,
-                             gtol=fs.gtol, max_iter=fs.max_iter)
+                             gtol=fs.gtol, max_iter=fs.max_iter, quasi_newton=fs.quasi_newton)
     lap, _, dbeta = opt.aux
     inference = infer(fs.spec, fs.report, fs.ranef, opt.x, opt.h, lap, dbeta)
     return FitOutput(opt, inference)

@@ -96,7 +96,7 @@ def marginal(spec: Spec, x, mode_init: _laplace.Mode, data, n_steps: int = 2, se
     return lap, info
 
 
-def value_grad_hessian(spec: Spec, x, mode_init, data):
+def value_grad_hessian(spec: Spec, x, mode_init, data, need_hessian=True):
     """``(nll, gradient, Hessian, Laplace, InnerInfo, dbeta_dx)`` at ``x``.
 
     ``dbeta_dx`` (``[p_int, k]``) is the derivative of the inner mode's ``beta`` (REML's
@@ -107,10 +107,19 @@ def value_grad_hessian(spec: Spec, x, mode_init, data):
       does by default (``optimHess`` on ``obj$gr``); relative error ~1e-8. Needs third
       derivatives of the user's nll only: programs compile ~3x faster and run faster.
     - ``"exact"``: forward-over-reverse AD through two Newton steps (fourth derivatives).
+
+    ``need_hessian`` (a traced bool) False skips the Hessian (zeros returned in its place).
     """
-    if spec.hessian == "exact":
-        return _exact_value_grad_hessian(spec, x, mode_init, data)
-    return _fd_value_grad_hessian(spec, x, mode_init, data)
+    full = _exact_value_grad_hessian if spec.hessian == "exact" else _fd_value_grad_hessian
+    if need_hessian is True:
+        return full(spec, x, mode_init, data)
+
+    def gradient_only():
+        f, g, (lap, info) = _value_and_grad(spec, x, mode_init, data)
+        k, p = x.shape[0], lap.mode.beta.shape[0]
+        return f, g, jnp.zeros((k, k), x.dtype), lap, info, jnp.zeros((p, k), x.dtype)
+
+    return jax.lax.cond(need_hessian, lambda: full(spec, x, mode_init, data), gradient_only)
 
 
 def _value_and_grad(spec, x, mode_init, data, search=True):

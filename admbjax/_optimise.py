@@ -44,6 +44,7 @@ class OptState(NamedTuple):
     iterations: jax.Array
     n_evals: jax.Array
     status: jax.Array
+    fresh: jax.Array  # h was evaluated (not updated) at x
 
 
 def _gershgorin_shift(h):
@@ -52,47 +53,72 @@ def _gershgorin_shift(h):
     return jnp.maximum(jnp.max(off - jnp.diagonal(h)), 0.0)
 
 
+def bfgs_update(h, step, dg):
+    """BFGS update of a Hessian approximation; skipped where the curvature ``dg's`` is not positive."""
+    hs = h @ step
+    shs = jnp.dot(step, hs)
+    ys = jnp.dot(dg, step)
+    good = (ys > 1e-12 * jnp.linalg.norm(dg) * jnp.linalg.norm(step)) & (shs > 0)
+    new = h - jnp.outer(hs, hs) / jnp.where(good, shs, 1.0) + jnp.outer(dg, dg) / jnp.where(good, ys, 1.0)
+    return jnp.where(good, 0.5 * (new + new.T), h)
+
+
 def minimise(vgh: Callable, x0, warm0, warm_of: Callable, aux0, *, gtol: float = 1e-6,
-             max_iter: int = 100) -> OptState:
-    """Minimise ``f`` given ``vgh(x, warm) -> (f, g, H, aux)``.
+             max_iter: int = 100, quasi_newton: bool = True) -> OptState:
+    """Minimise ``f`` given ``vgh(x, warm, need_hessian) -> (f, g, H, aux)``.
 
     ``warm`` is warm-start state for the objective (the inner modes): ``warm0`` at first,
     then ``warm_of(aux)`` of the last accepted point. The objective is traced once: the
     first iteration evaluates it at ``x0`` (a zero step from a placeholder state);
     ``aux0`` is a placeholder shaped like ``aux``.
+
+    With ``quasi_newton`` the Hessian is evaluated at the start and, once ``max|g| <= gtol``,
+    at the optimum (one more zero step, so that the result carries an accurate Hessian for
+    standard errors); in between it is updated by BFGS from gradients alone, each of which
+    costs a fraction of a Hessian. Without it (batches, where every lane computes every
+    branch anyway) every iteration evaluates the Hessian.
     Returns the final :class:`OptState`; ``status`` is one of the codes above.
     """
     k = x0.shape[0]
     eye = jnp.eye(k, dtype=x0.dtype)
     inf = jnp.full((), jnp.inf, x0.dtype)
     state = OptState(x0, inf, jnp.zeros_like(x0), eye, aux0, aux0, warm0, jnp.zeros((), x0.dtype),
-                     jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), jnp.asarray(RUNNING))
+                     jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), jnp.asarray(RUNNING),
+                     jnp.asarray(False))
 
     def body(s: OptState) -> OptState:
         scale = 1.0 + jnp.max(jnp.abs(jnp.diagonal(s.h)))
+        refresh = (jnp.max(jnp.abs(s.g)) <= gtol) & ~s.fresh        # converged on an updated Hessian
+        indefinite = ~_linalg.cholesky(s.h)[1]                      # BFGS cannot repair that: evaluate
+        need_h = (s.iterations == 0) | refresh | indefinite | (not quasi_newton)
         chol, ok = _linalg.cholesky(s.h + s.lam * eye)
-        d = jnp.where(ok, -_linalg.cho_solve(chol, s.g), 0.0)
+        d = jnp.where(ok & ~refresh, -_linalg.cho_solve(chol, s.g), 0.0)
+        ok = ok | refresh
         x1 = s.x + d
-        f1, g1, h1, aux1 = jax.lax.cond(ok, lambda: vgh(x1, s.warm), lambda: (inf, s.g, s.h, s.last_aux))
+        f1, g1, h1, aux1 = jax.lax.cond(ok, lambda: vgh(x1, s.warm, need_h), lambda: (inf, s.g, s.h, s.last_aux))
+        h1 = jnp.where(need_h, h1, bfgs_update(s.h, d, g1 - s.g))
         finite = jnp.isfinite(f1) & jnp.all(jnp.isfinite(g1)) & jnp.all(jnp.isfinite(h1))
         better = (f1 < s.f) | ((f1 <= s.f + 1e-12 * (1.0 + jnp.abs(s.f))) & (jnp.max(jnp.abs(g1)) < jnp.max(jnp.abs(s.g))))
-        accept = ok & finite & better
+        accept = ok & finite & (better | refresh)
         pred = -(jnp.dot(s.g, d) + 0.5 * jnp.dot(d, s.h @ d))
         rho = (s.f - f1) / jnp.where(pred > 0, pred, 1.0)
         floor = 1e-6 * scale
         lam_good = jnp.where(rho > 0.75, s.lam / 10.0, jnp.where(rho < 0.25, jnp.maximum(2.0 * s.lam, floor), s.lam))
         lam_good = jnp.where(lam_good < 1e-3 * floor, 0.0, lam_good)
+        lam_good = jnp.where(refresh, s.lam, lam_good)
         lam_bad = jnp.maximum(4.0 * s.lam, floor)
         lam_bad = jnp.where(ok, lam_bad, jnp.maximum(lam_bad, _gershgorin_shift(s.h) + floor))
         lam = jnp.where(accept, lam_good, lam_bad)
         pick = lambda a, b: jax.tree.map(lambda u, v: jnp.where(accept, u, v), a, b)
         x, f, g, h, aux = pick((x1, f1, g1, h1, aux1), (s.x, s.f, s.g, s.h, s.aux))
+        fresh = jnp.where(accept, need_h, s.fresh)
         warm = pick(warm_of(aux1), s.warm)
         status = jnp.where(
             (s.iterations == 0) & ~accept, BAD_START,
-            jnp.where(jnp.max(jnp.abs(g)) <= gtol, CONVERGED,
+            jnp.where((jnp.max(jnp.abs(g)) <= gtol) & fresh, CONVERGED,
                       jnp.where(lam > 1e12 * scale, STALLED,
                                 jnp.where(s.iterations + 1 >= max_iter, MAX_ITER, RUNNING))))
-        return OptState(x, f, g, h, aux, aux1, warm, lam, s.iterations + 1, s.n_evals + ok.astype(jnp.int32), status)
+        return OptState(x, f, g, h, aux, aux1, warm, lam, s.iterations + 1, s.n_evals + ok.astype(jnp.int32),
+                        status, fresh)
 
     return jax.lax.while_loop(lambda s: s.status == RUNNING, body, state)

@@ -35,7 +35,12 @@ import warnings
 from pathlib import Path
 
 # Cold compiles, and a cache the reload step can share: set before admbjax is imported.
-os.environ.setdefault("ADMBJAX_COMPILATION_CACHE", tempfile.mkdtemp(prefix="admbjax-bench-cache-"))
+if "ADMBJAX_COMPILATION_CACHE" not in os.environ:
+    import atexit
+    import shutil
+
+    os.environ["ADMBJAX_COMPILATION_CACHE"] = _cache = tempfile.mkdtemp(prefix="admbjax-bench-cache-")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 
 import jax
 import jax.numpy as jnp
@@ -256,6 +261,17 @@ def cpu_model() -> str:
     return platform.processor()
 
 
+def library_state() -> dict:
+    """The git commit of the checkout and any uncommitted change to admbjax/ (for provenance)."""
+    def git(*a):
+        try:
+            return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+    return {"commit": git("rev-parse", "--short", "HEAD"),
+            "admbjax_uncommitted": (git("status", "--porcelain", "--", "admbjax") or "").splitlines()}
+
+
 def lme4_reference() -> dict:
     ref = {}
     try:
@@ -358,6 +374,7 @@ def main(argv=None):
     if load_start[0] > 0.5:
         print(f"warning: load average {load_start[0]:.2f} at start: other processes compete for "
               f"the {os.cpu_count()} cores and the timings will be inflated", file=sys.stderr)
+    state_start = library_state()
     ref = lme4_reference()
     rows = []
     if not args.no_sleepstudy:
@@ -393,6 +410,7 @@ def main(argv=None):
         "notes": {"lme4": "time_s_median quoted from shared/reference (R 4.2.2, lme4 1.1.31, 2 cores); "
                           "simulated data there were drawn in R with another RNG, so criteria differ",
                   "ratios": "admbjax steady time_fit / peer; in parentheses admbjax steady wall of fit() / peer"},
+        "library": {"start": state_start, "end": library_state()},
         "rows": rows,
         "table_markdown": markdown_table(rows),
     }
