@@ -19,9 +19,8 @@ from dataclasses import replace
 
 from . import _objective
 from ._checks import check_model_on_data
-from ._data import GroupedData, _list
+from ._data import _list
 from ._fit import FitSpec, fit_program, run
-from ._model import Model
 from ._results import AdmbjaxWarning, make_result
 
 

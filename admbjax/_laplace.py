@@ -79,7 +79,7 @@ def values(nll, theta, beta_outer, z: Mode, data):
 
 def blocks(nll, theta, beta_outer, z: Mode, data) -> Blocks:
     """Gradient and arrowhead Hessian blocks at ``z`` (vmapped over subjects)."""
-    p_int, q = z.beta.shape[0], z.u.shape[1]
+    p_int = z.beta.shape[0]
 
     def one(u, d):
         def f(w):
