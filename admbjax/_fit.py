@@ -9,6 +9,7 @@ shape compiles nothing; compile time and fit time are measured and reported sepa
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
@@ -57,7 +58,10 @@ def fit_program(fs: FitSpec, x0, mode0, data) -> FitOutput:
     return FitOutput(opt, inference)
 
 
-_PROGRAMS: dict = {}
+#: Compiled programs, least recently used first; bounded, because every live executable
+#: holds native code and memory maps (hundreds of them aborted a long test process).
+_PROGRAMS: "OrderedDict" = OrderedDict()
+MAX_PROGRAMS = 32
 
 
 def _shapes(tree):
@@ -72,11 +76,14 @@ def compiled(fs: FitSpec, args, transform=None):
     """
     key = (fs, transform, _shapes(args))
     if key in _PROGRAMS:
+        _PROGRAMS.move_to_end(key)
         return _PROGRAMS[key], 0.0
     program = (lambda *a: fit_program(fs, *a)) if transform is None else transform(fs)
     t0 = time.perf_counter()
     exe = jax.jit(program).lower(*args).compile()
     _PROGRAMS[key] = exe
+    while len(_PROGRAMS) > MAX_PROGRAMS:
+        _PROGRAMS.popitem(last=False)
     return exe, time.perf_counter() - t0
 
 

@@ -45,3 +45,17 @@ def sleepstudy_t():
 def sleepstudy_fits(sleepstudy):
     model, data = sleepstudy.build()
     return {m: admbjax.fit(model, data, m) for m in ("REML", "ML")}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_compiled_programs():
+    """Free each module's compiled programs when it ends (programs are shared within a module
+    and by the session-scoped fits; a long run that kept hundreds of executables alive
+    aborted inside XLA)."""
+    yield
+    import jax
+
+    from admbjax import _fit
+
+    _fit._PROGRAMS.clear()
+    jax.clear_caches()
