@@ -43,10 +43,8 @@ if "ADMBJAX_COMPILATION_CACHE" not in os.environ:
     atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from jax.scipy.stats import norm
 
 import admbjax
 
@@ -55,33 +53,8 @@ REFERENCE = Path(os.environ.get("ADMBJAX_REFERENCE", ROOT.parent / "shared" / "r
 LME4_COLUMN = "lme4 (reference, same machine type)"
 
 
-# --------------------------------------------------------------------------------------------
-# The simulated-data model, written by hand in the ADMB style of models/sleepstudy_lmm.py:
-#   y_ij | u_i ~ N(x_ij' beta + z_ij' b_i, sigma^2),  b_i = sigma Lambda u_i,  u_i ~ N(0, I),
-#   X = [1, x1, x2], Z = [1, x1].
-# --------------------------------------------------------------------------------------------
-
-def cholesky_factor(lam):
-    """Lower-triangular Lambda (2 x 2) from its three free entries."""
-    return jnp.array([[lam[0], 0.0], [lam[1], lam[2]]])
-
-
-def sim_nll(theta, beta, u, data):
-    sigma = jnp.exp(theta["log_sigma"])
-    b = sigma * cholesky_factor(theta["lambda"]) @ u
-    mu = data["X"] @ beta + data["Z"] @ b
-    logpdf = norm.logpdf(data["y"], mu, sigma)
-    return -jnp.sum(data["mask"] * logpdf) - jnp.sum(norm.logpdf(u))
-
-
-def sim_report(theta, beta):
-    sigma = jnp.exp(theta["log_sigma"])
-    L = sigma * cholesky_factor(theta["lambda"])
-    return {"sigma": sigma, "G": L @ L.T}
-
-
-def sim_ranef(theta, beta, u):
-    return jnp.exp(theta["log_sigma"]) * cholesky_factor(theta["lambda"]) @ u
+# The simulated-data model is models/sleepstudy_lmm.py's, whose nll, report and ranef take any
+# X and a two-column Z: here X = [1, x1, x2], Z = [1, x1].
 
 
 def simulate(n_subjects: int, n_i: int = 10) -> pd.DataFrame:
@@ -105,13 +78,14 @@ def build_sim(df: pd.DataFrame):
     Z = X[:, :2]
     data = admbjax.group_data({"y": y, "X": X, "Z": Z}, df["subject"].to_numpy())
     beta0, *_ = np.linalg.lstsq(X, y, rcond=None)
+    lmm = load_sleepstudy_module()
     model = admbjax.Model(
-        nll=sim_nll,
+        nll=lmm.nll,
         theta={"log_sigma": np.log(np.std(y)), "lambda": np.array([1.0, 0.0, 1.0])},
         beta=beta0,
         n_random=2,
-        report=sim_report,
-        ranef=sim_ranef,
+        report=lmm.report,
+        ranef=lmm.ranef,
         beta_names=("(Intercept)", "x1", "x2"),
         random_names=("(Intercept)", "x1"),
         group="subject",
