@@ -26,6 +26,15 @@ def load_model(name: str):
     return module
 
 
+def cli_fit_json(tmp_path, *args):
+    """Run ``admbjax fit ARGS --json OUT`` in-process; returns (exit status, the JSON written)."""
+    from admbjax import cli
+
+    out = tmp_path / "fit.json"
+    rc = cli.main(["fit", *args, "--json", str(out)])
+    return rc, json.loads(out.read_text())
+
+
 def reference(name: str) -> dict:
     """A reference JSON from tests/reference (provenance in its README)."""
     return json.loads((REFERENCE / f"{name}.json").read_text())

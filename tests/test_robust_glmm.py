@@ -4,14 +4,12 @@ References (provenance in tests/reference/README.md): student_t_sim.json and cbp
 (shared references, R 4.2.2), salamanders.json (make_references.R).
 """
 
-import json
 
 import numpy as np
 import pytest
 
 import admbjax
-from admbjax import cli
-from conftest import ROOT, reference
+from conftest import ROOT, cli_fit_json, reference
 
 CBPP = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
 
@@ -59,11 +57,9 @@ def test_binomial_cbpp_matches_glmmtmb():
 
 
 def test_poisson_salamanders_matches_glmmtmb(tmp_path):
-    out = tmp_path / "sal.json"
     ref = reference("salamanders")["fits"]["glmmTMB_Laplace"]
-    rc = cli.main(["fit", "--data", str(ROOT / "tests/reference/data/salamanders.csv"), "--formula",
-                   "count ~ mined + (1 | site)", "--family", "poisson", "--method", "ML", "--json", str(out)])
-    d = json.loads(out.read_text())
+    rc, d = cli_fit_json(tmp_path, "--data", str(ROOT / "tests/reference/data/salamanders.csv"), "--formula",
+                         "count ~ mined + (1 | site)", "--family", "poisson", "--method", "ML")
     assert rc == 0 and d["family"] == "poisson" and d["sigma"] is None
     assert d["loglik"] == pytest.approx(ref["logLik"], rel=1e-6)
     np.testing.assert_allclose(d["fixed"]["estimate"], list(ref["fixef"].values()), rtol=1e-4)

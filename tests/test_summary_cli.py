@@ -1,6 +1,5 @@
 """lme4-like summary, DataFrame tables and the command line (DESIGN.md section 4)."""
 
-import json
 import subprocess
 import sys
 
@@ -9,7 +8,7 @@ import pytest
 
 import admbjax
 from admbjax import cli
-from conftest import ROOT, reference
+from conftest import ROOT, cli_fit_json, reference
 
 SLEEP = "Reaction ~ Days + (Days | Subject)"
 
@@ -49,10 +48,9 @@ def test_tables_are_dataframes(reml):
 
 
 def test_cli_writes_every_json_field(tmp_path, capsys):
-    out = tmp_path / "fit.json"
-    assert cli.main(["fit", "--data", "sleepstudy", "--formula", SLEEP, "--json", str(out)]) == 0
+    rc, d = cli_fit_json(tmp_path, "--data", "sleepstudy", "--formula", SLEEP)
+    assert rc == 0
     assert "REML criterion at convergence" in capsys.readouterr().out
-    d = json.loads(out.read_text())
     for key in ["method", "family", "formula", "n_obs", "n_groups", "criterion", "loglik", "fixed", "random",
                 "sigma", "df", "converged", "singular", "max_abs_grad", "time_s"]:
         assert key in d
@@ -63,11 +61,9 @@ def test_cli_writes_every_json_field(tmp_path, capsys):
 
 
 def test_cli_categorical_numeric_column(tmp_path):
-    out = tmp_path / "chick.json"
     ref = reference("chickweight")["fits"]["lme4_lmer_ML"]
-    rc = cli.main(["fit", "--data", str(ROOT / "tests/reference/data/chickweight.csv"), "--formula",
-                   "weight ~ Time + Diet + (1 | Chick)", "--categorical", "Diet", "--method", "ML", "--json", str(out)])
-    d = json.loads(out.read_text())
+    rc, d = cli_fit_json(tmp_path, "--data", str(ROOT / "tests/reference/data/chickweight.csv"), "--formula",
+                         "weight ~ Time + Diet + (1 | Chick)", "--categorical", "Diet", "--method", "ML")
     assert rc == 0 and d["fixed"]["names"] == list(ref["fixef"])
     assert d["criterion"] == pytest.approx(ref["criterion"], rel=1e-6)
 
