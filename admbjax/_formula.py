@@ -20,6 +20,7 @@ import warnings
 from dataclasses import dataclass, replace
 
 import formulaic
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -285,6 +286,20 @@ def lambda_index(blocks: tuple):
     return tuple(rows), tuple(cols), np.array(diag)
 
 
+def lambda_signs(blocks: tuple):
+    """``signs(theta)`` (see :class:`Model`) making the diagonal of ``Lambda`` non-negative:
+    column ``j`` of ``Lambda`` and component ``j`` of ``u`` change sign together, which
+    leaves ``b = Lambda u`` and ``G = Lambda Lambda'`` as they are."""
+    _, cols, diag = lambda_index(blocks)
+
+    def signs(theta):
+        col_sign = np.where(np.asarray(theta["lambda"])[diag] < 0, -1.0, 1.0)
+        theta_signs = jax.tree.map(np.ones_like, theta)
+        return dict(theta_signs, **{"lambda": col_sign[np.asarray(cols)]}), col_sign
+
+    return signs
+
+
 def _lambda(theta, q: int, blocks: tuple):
     # a constant 0/1 placement matrix rather than a scatter: cheaper to differentiate 4 times
     rows, cols, _ = lambda_index(blocks)
@@ -447,7 +462,7 @@ def formula_model(formula: str, data, family="gaussian", categorical=(), na_acti
                              observations=len(d.y))
     model = Model(nll=nll, theta=theta0, beta=beta0, n_random=d.Z.shape[1],
                   report=report, ranef=ranef, beta_names=d.beta_names, random_names=d.random_names,
-                  group=d.group, family=fam.name, formula=formula)
+                  group=d.group, family=fam.name, formula=formula, signs=lambda_signs(d.blocks))
     if not (sufficient and fam is GAUSSIAN_FAMILY):
         arrays = {"y": d.y, "X": d.X, "Z": d.Z}
         if fam.name == "binomial":

@@ -222,6 +222,23 @@ def solve_global_mode(nll, theta, beta_outer, data, init: Mode, *, tol=1e-10, ma
     return Mode(beta, u), InnerInfo(converged, jnp.max(infos.iterations))
 
 
+#: A followed mode whose ``H_uu,i`` has an eigenvalue below this (in the whitened ``u``, where
+#: the prior alone gives 1) is close to a fold: :func:`near_fold`.
+FOLD_CURVATURE = 0.1
+
+
+def near_fold(nll, theta, beta_outer, data, z: Mode):
+    """Whether some subject's ``H_uu,i`` at ``z`` has an eigenvalue below ``FOLD_CURVATURE``.
+
+    A conditional density that is not log-concave can have two modes; as the parameters
+    move, one of them can merge with the saddle between them and vanish (a fold). Near a
+    fold the mode's curvature goes to zero; far from one it stays near the prior's.
+    """
+    h_uu = blocks(nll, theta, beta_outer, z, data).h_uu
+    eye = jnp.eye(h_uu.shape[-1], dtype=h_uu.dtype)
+    return ~jnp.all(_linalg.cholesky(h_uu - FOLD_CURVATURE * eye)[1])
+
+
 class Laplace(NamedTuple):
     """The Laplace marginal nll and what the inference stage needs from it."""
 

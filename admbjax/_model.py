@@ -41,6 +41,12 @@ class Model:
         report (for example ``b = sigma * Lambda u``); the identity by default.
       beta_names, random_names, group: labels for reporting.
       family, formula: labels for reporting.
+      signs: optional ``signs(theta) -> (theta_signs, u_signs)``, a change of sign of
+        entries of ``theta`` (a pytree of +-1 like ``theta``) and of components of ``u``
+        (``[q]``) that changes none of ``nll``, ``report`` and ``ranef``, chosen from
+        ``theta`` to put it in a canonical form. Results are reported after it: the
+        columns of lme4's ``Lambda`` have a free sign, and lme4 reports a non-negative
+        diagonal.
     """
 
     nll: Callable
@@ -55,6 +61,7 @@ class Model:
     family: str = "custom"
     formula: str | None = None
     extra: dict = field(default_factory=dict)
+    signs: Callable | None = None
 
     def __post_init__(self):
         if not callable(self.nll):

@@ -78,7 +78,10 @@ def marginal(spec: Spec, x, mode_init: _laplace.Mode, data, n_steps: int = 2, se
 
     With ``spec.global_mode``, ``search`` (a traced bool) says whether to look for the
     global inner mode (warm and cold starts) or only to follow ``mode_init`` (enough when
-    ``mode_init`` is the global mode at a point a finite-difference step away).
+    ``mode_init`` is the global mode at a nearby point: a finite-difference step away, or
+    the previous outer iterate). A followed mode is a smooth local solution until it nears
+    a fold, where it vanishes and the Laplace nll dives to minus infinity; the search is
+    made there whatever ``search`` says (:func:`_laplace.near_fold`).
     """
     beta_outer = None if spec.reml else spec.layout.beta_of(x)
     xs = jax.lax.stop_gradient(x)
@@ -86,11 +89,12 @@ def marginal(spec: Spec, x, mode_init: _laplace.Mode, data, n_steps: int = 2, se
     beta_s = None if spec.reml else spec.layout.beta_of(xs)
     args = (spec.nll, theta_s, beta_s, data, mode_init)
     kw = dict(tol=spec.inner_tol, max_iter=spec.inner_max_iter)
+    mode, info = _laplace.solve_mode(*args, **kw)
     if spec.global_mode:
-        mode, info = jax.lax.cond(search, lambda: _laplace.solve_global_mode(*args, **kw),
-                                  lambda: _laplace.solve_mode(*args, **kw))
-    else:
-        mode, info = _laplace.solve_mode(*args, **kw)
+        # search where asked, and wherever the followed mode is close to vanishing (a fold)
+        search = search | _laplace.near_fold(spec.nll, theta_s, beta_s, data, mode)
+        args = args[:-1] + (mode,)
+        mode, info = jax.lax.cond(search, lambda: _laplace.solve_global_mode(*args, **kw), lambda: (mode, info))
     lap = _laplace.laplace(spec.nll, spec.layout.theta_of(x), beta_outer, data, mode, n_steps=n_steps,
                            n_agq=spec.n_agq)
     return lap, info
@@ -114,8 +118,8 @@ def value_grad_hessian(spec: Spec, x, mode_init, data, need_hessian=True):
     if need_hessian is True:
         return full(spec, x, mode_init, data)
 
-    def gradient_only():
-        f, g, (lap, info) = _value_and_grad(spec, x, mode_init, data)
+    def gradient_only():  # follows the modes of the previous iterate (see ``marginal``)
+        f, g, (lap, info) = _value_and_grad(spec, x, mode_init, data, search=False)
         k, p = x.shape[0], lap.mode.beta.shape[0]
         return f, g, jnp.zeros((k, k), x.dtype), lap, info, jnp.zeros((p, k), x.dtype)
 

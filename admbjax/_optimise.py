@@ -53,6 +53,16 @@ def _gershgorin_shift(h):
     return jnp.maximum(jnp.max(off - jnp.diagonal(h)), 0.0)
 
 
+def _positive_definite(h):
+    """``h`` where it is positive definite; else ``h`` with its eigenvalues replaced by their
+    absolute values (floored): a Newton step on it still follows the curvature along every
+    eigenvector, and descends (Nocedal & Wright 2006, section 3.4)."""
+    w, v = jnp.linalg.eigh(h)
+    floor = 1e-8 * (1.0 + jnp.max(jnp.abs(w)))
+    modified = (v * jnp.maximum(jnp.abs(w), floor)) @ v.T
+    return jnp.where(_linalg.cholesky(h)[1], h, 0.5 * (modified + modified.T))
+
+
 def bfgs_update(h, step, dg):
     """BFGS update of a Hessian approximation; skipped where the curvature ``dg's`` is not positive."""
     hs = h @ step
@@ -75,7 +85,9 @@ def minimise(vgh: Callable, x0, warm0, warm_of: Callable, aux0, *, gtol: float =
     With ``quasi_newton`` the Hessian is evaluated at the start and, once ``max|g| <= gtol``,
     at the optimum (one more zero step, so that the result carries an accurate Hessian for
     standard errors); in between it is updated by BFGS from gradients alone, each of which
-    costs a fraction of a Hessian. Without it (batches, where every lane computes every
+    costs a fraction of a Hessian. Where the Hessian is indefinite (far from the optimum of
+    a non-convex objective) the steps use its absolute-eigenvalue modification, which the
+    BFGS updates then keep positive definite. Without it (batches, where every lane computes every
     branch anyway) every iteration evaluates the Hessian.
     Returns the final :class:`OptState`; ``status`` is one of the codes above.
     """
@@ -89,25 +101,25 @@ def minimise(vgh: Callable, x0, warm0, warm_of: Callable, aux0, *, gtol: float =
     def body(s: OptState) -> OptState:
         scale = 1.0 + jnp.max(jnp.abs(jnp.diagonal(s.h)))
         refresh = (jnp.max(jnp.abs(s.g)) <= gtol) & ~s.fresh        # converged on an updated Hessian
-        indefinite = ~_linalg.cholesky(s.h)[1]                      # BFGS cannot repair that: evaluate
-        need_h = (s.iterations == 0) | refresh | indefinite | (not quasi_newton)
-        chol, ok = _linalg.cholesky(s.h + s.lam * eye)
+        need_h = (s.iterations == 0) | refresh | (not quasi_newton)
+        h = _positive_definite(s.h) if quasi_newton else s.h
+        chol, ok = _linalg.cholesky(h + s.lam * eye)
         d = jnp.where(ok & ~refresh, -_linalg.cho_solve(chol, s.g), 0.0)
         ok = ok | refresh
         x1 = s.x + d
         f1, g1, h1, aux1 = jax.lax.cond(ok, lambda: vgh(x1, s.warm, need_h), lambda: (inf, s.g, s.h, s.last_aux))
-        h1 = jnp.where(need_h, h1, bfgs_update(s.h, d, g1 - s.g))
+        h1 = jnp.where(need_h, h1, bfgs_update(h, d, g1 - s.g))
         finite = jnp.isfinite(f1) & jnp.all(jnp.isfinite(g1)) & jnp.all(jnp.isfinite(h1))
         better = (f1 < s.f) | ((f1 <= s.f + 1e-12 * (1.0 + jnp.abs(s.f))) & (jnp.max(jnp.abs(g1)) < jnp.max(jnp.abs(s.g))))
         accept = ok & finite & (better | refresh)
-        pred = -(jnp.dot(s.g, d) + 0.5 * jnp.dot(d, s.h @ d))
+        pred = -(jnp.dot(s.g, d) + 0.5 * jnp.dot(d, h @ d))
         rho = (s.f - f1) / jnp.where(pred > 0, pred, 1.0)
         floor = 1e-6 * scale
         lam_good = jnp.where(rho > 0.75, s.lam / 10.0, jnp.where(rho < 0.25, jnp.maximum(2.0 * s.lam, floor), s.lam))
         lam_good = jnp.where(lam_good < 1e-3 * floor, 0.0, lam_good)
         lam_good = jnp.where(refresh, s.lam, lam_good)
-        lam_bad = jnp.maximum(4.0 * s.lam, floor)
-        lam_bad = jnp.where(ok, lam_bad, jnp.maximum(lam_bad, _gershgorin_shift(s.h) + floor))
+        lam_bad = jnp.maximum(4.0 * s.lam, 1e3 * floor)  # a rejected step: the model is off by far
+        lam_bad = jnp.where(ok, lam_bad, jnp.maximum(lam_bad, _gershgorin_shift(h) + floor))
         lam = jnp.where(accept, lam_good, lam_bad)
         pick = lambda a, b: jax.tree.map(lambda u, v: jnp.where(accept, u, v), a, b)
         x, f, g, h, aux = pick((x1, f1, g1, h1, aux1), (s.x, s.f, s.g, s.h, s.aux))

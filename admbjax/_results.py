@@ -292,6 +292,15 @@ def _conditions(data: GroupedData, out, converged: bool, status: str, singular: 
     return msgs
 
 
+def _canonical(model, layout, x, x_cov, u):
+    """``x``, its covariance and ``u`` after ``model.signs`` (unchanged without it)."""
+    if model.signs is None:
+        return x, x_cov, u
+    theta_signs, u_signs = model.signs(jax.tree.map(np.asarray, layout.theta_of(x)))
+    sx = np.asarray(layout.flat(theta_signs, np.ones(model.n_fixed)))
+    return x * sx, x_cov * np.outer(sx, sx), u * np.asarray(u_signs)
+
+
 def make_result(model, data: GroupedData, layout, fs, out, t_compile: float, t_fit: float) -> FitResult:
     """Build the :class:`FitResult` from the compiled program's output; warn once per condition."""
     _check_start(data, out)
@@ -306,14 +315,15 @@ def make_result(model, data: GroupedData, layout, fs, out, t_compile: float, t_f
     msgs = _conditions(data, out, converged, status, singular)
     for m in msgs:
         warnings.warn(m, AdmbjaxWarning, stacklevel=3)
+    x, x_cov, u = _canonical(model, layout, opt.x, inf.x_cov, inf.u[:n])
     return FitResult(
         method="REML" if fs.spec.reml else "ML", family=model.family, formula=model.formula,
         group=model.group, ids=data.ids, n_obs=data.n_obs,
-        theta=jax.tree.map(np.asarray, layout.theta_of(opt.x)), beta=inf.beta,
+        theta=jax.tree.map(np.asarray, layout.theta_of(x)), beta=inf.beta,
         beta_names=tuple(model.beta_names), beta_cov=inf.beta_cov, beta_cov_full=inf.beta_cov_full,
-        x=opt.x, x_names=tuple(layout.names(model.beta_names)), x_cov=inf.x_cov,
+        x=x, x_names=tuple(layout.names(model.beta_names)), x_cov=x_cov,
         report=report, report_se=jax.tree.map(np.asarray, inf.report_se),
-        nll=float(opt.f), u=inf.u[:n], b=inf.b[:n], b_sd=inf.b_sd[:n],
+        nll=float(opt.f), u=u, b=inf.b[:n], b_sd=inf.b_sd[:n],
         random_names=tuple(model.random_names), converged=converged, status=status,
         iterations=int(opt.iterations), max_abs_grad=float(np.max(np.abs(opt.g))),
         hessian_pd=bool(inf.hessian_pd), inner_converged=inner_converged,
