@@ -91,9 +91,11 @@ def fit_batch(models, datas, method: str = "REML", *, chunk_size: int = 1024, pr
     if not good:
         raise ValueError(f"no dataset of the batch can be fitted: {next(iter(bad.values()))}")
     n_sub, n_max = _common_shape(datas)
+    closed_form = models[0].closed_form if options.pop("closed_form", True) else None
     spec = _objective.Spec.of(models[0], method, **options)
     # every lane runs every branch of a vmapped program: full Newton steps, no BFGS phase
-    fs = FitSpec(spec, models[0].report, models[0].ranef, float(gtol), int(max_iter), quasi_newton=False)
+    fs = FitSpec(spec, models[0].report, models[0].ranef, float(gtol), int(max_iter), quasi_newton=False,
+                 closed_form=closed_form)
     lanes = [(spec.x0(models[i]), spec.initial_mode(models[i], n_sub), datas[i].padded(n_sub, n_max).tree())
              for i in good]
     results = [None] * len(datas)

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _laplace, _objective, _optimise
+from . import _gaussian, _laplace, _objective, _optimise
 from ._data import GroupedData
 from ._inference import Inference, infer
 from ._model import Model
@@ -34,6 +34,7 @@ class FitSpec:
     gtol: float
     max_iter: int
     quasi_newton: bool = True
+    closed_form: Callable | None = None   # Model.closed_form: fit by ``_gaussian``
 
 
 class FitOutput(NamedTuple):
@@ -45,6 +46,8 @@ class FitOutput(NamedTuple):
 
 def fit_program(fs: FitSpec, x0, mode0, data) -> FitOutput:
     """Optimise and infer: a pure function of the initial values and the data."""
+    if fs.closed_form is not None:
+        return _gaussian.fit_program(fs, x0, data)
 
     def vgh(x, mode, need_hessian):
         f, g, h, lap, info, dbeta = value_grad_hessian(fs.spec, x, mode, data, need_hessian)
@@ -110,15 +113,19 @@ def fit(model: Model, data: GroupedData, method: str = "REML", *, gtol: float = 
       options: ``inner_tol``, ``inner_max_iter`` for the inner Newton solver;
         ``global_mode`` (default True; False only for densities log-concave in ``u``, where the
         inner mode is unique: then one inner solve instead of two); ``hessian``
-        ("fd", default, or "exact"; see :func:`admbjax._objective.value_grad_hessian`).
+        ("fd", default, or "exact"; see :func:`admbjax._objective.value_grad_hessian`);
+        ``closed_form`` (default True): a model with ``closed_form`` (a Gaussian formula
+        model) is fitted through its exact closed-form likelihood (``_gaussian``), the same
+        numbers as the Laplace engine; False fits it by the engine.
 
     Returns:
       An immutable :class:`FitResult`.
     """
     from ._results import make_result
 
+    closed_form = model.closed_form if options.pop("closed_form", True) else None
     objective = _objective.make_objective(model, data, method, **options)
-    fs = FitSpec(objective.spec, model.report, model.ranef, float(gtol), int(max_iter))
+    fs = FitSpec(objective.spec, model.report, model.ranef, float(gtol), int(max_iter), closed_form=closed_form)
     args = (objective.spec.x0(model), objective.spec.initial_mode(model, data.shape[0]), data.tree())
     out, t_compile, t_fit = run(fs, args)
     return make_result(model, data, objective.spec.layout, fs, out, t_compile, t_fit)

@@ -300,6 +300,13 @@ def lambda_signs(blocks: tuple):
     return signs
 
 
+@functools.lru_cache(maxsize=None)
+def lambda_function(blocks: tuple):
+    """``theta -> Lambda`` for a structure (cached: one function, one compiled program)."""
+    q = sum(blocks)
+    return lambda theta: _lambda(theta, q, blocks)
+
+
 def _lambda(theta, q: int, blocks: tuple):
     # a constant 0/1 placement matrix rather than a scatter: cheaper to differentiate 4 times
     rows, cols, _ = lambda_index(blocks)
@@ -366,14 +373,17 @@ def sufficient_statistics(d: Design, beta0: np.ndarray) -> dict:
     n_groups = len(d.groups.categories)
     r = d.y - d.X @ beta0
 
-    def total(values):
-        out = np.zeros((n_groups,) + values.shape[1:])
-        np.add.at(out, codes, values)
+    def total(a, b):  # per-subject sums of a[:, j] * b[:, k]: [n_groups, ja, kb]
+        out = np.empty((n_groups, a.shape[1], b.shape[1]))
+        for j in range(a.shape[1]):
+            for k in range(b.shape[1]):
+                out[:, j, k] = np.bincount(codes, weights=a[:, j] * b[:, k], minlength=n_groups)
         return out
 
-    return {"n": total(np.ones_like(r)), "rr": total(r * r), "Xr": total(d.X * r[:, None]),
-            "Zr": total(d.Z * r[:, None]), "XX": total(np.einsum("ip,ik->ipk", d.X, d.X)),
-            "XZ": total(np.einsum("ip,iq->ipq", d.X, d.Z)), "ZZ": total(np.einsum("iq,ik->iqk", d.Z, d.Z)),
+    r1 = r[:, None]
+    return {"n": np.bincount(codes, minlength=n_groups).astype(float), "rr": total(r1, r1)[:, 0, 0],
+            "Xr": total(d.X, r1)[..., 0], "Zr": total(d.Z, r1)[..., 0], "XX": total(d.X, d.X),
+            "XZ": total(d.X, d.Z), "ZZ": total(d.Z, d.Z),
             "beta0": np.broadcast_to(beta0, (n_groups, len(beta0))).copy()}
 
 
@@ -455,14 +465,16 @@ def formula_model(formula: str, data, family="gaussian", categorical=(), na_acti
     _check_identifiable(d, fam)
     nll, report, ranef = model_functions(fam, d.blocks)
     theta0, beta0 = initial_values(d, fam, start)
+    closed_form = None
     if sufficient and fam is GAUSSIAN_FAMILY:
         nll, report, ranef = gaussian_stats_functions(d.blocks)
+        closed_form = lambda_function(d.blocks)
         stats = sufficient_statistics(d, ols(d.y, d.X)[0])
         grouped = group_data(stats, np.asarray(d.groups.categories, dtype=object), levels=list(d.groups.categories),
                              observations=len(d.y))
     model = Model(nll=nll, theta=theta0, beta=beta0, n_random=d.Z.shape[1],
                   report=report, ranef=ranef, beta_names=d.beta_names, random_names=d.random_names,
-                  group=d.group, family=fam.name, formula=formula, signs=lambda_signs(d.blocks))
+                  group=d.group, family=fam.name, formula=formula, signs=lambda_signs(d.blocks), closed_form=closed_form)
     if not (sufficient and fam is GAUSSIAN_FAMILY):
         arrays = {"y": d.y, "X": d.X, "Z": d.Z}
         if fam.name == "binomial":

@@ -47,6 +47,10 @@ class Model:
         ``theta`` to put it in a canonical form. Results are reported after it: the
         columns of lme4's ``Lambda`` have a free sign, and lme4 reports a non-negative
         diagonal.
+      closed_form: optional ``theta -> Lambda`` of a Gaussian linear mixed model written on
+        per-subject sufficient statistics with ``theta = {"lambda", "log_sigma"}`` (the
+        formula front end's); its fits then use the exact closed-form likelihood
+        (``admbjax._gaussian``) instead of the Laplace engine, with the same results.
     """
 
     nll: Callable
@@ -62,6 +66,7 @@ class Model:
     formula: str | None = None
     extra: dict = field(default_factory=dict)
     signs: Callable | None = None
+    closed_form: Callable | None = None
 
     def __post_init__(self):
         if not callable(self.nll):

@@ -1,4 +1,5 @@
-"""The Gaussian fast path (per-subject sufficient statistics) equals the general engine."""
+"""The Gaussian fast paths equal the general engine: per-subject sufficient statistics, and
+the closed-form likelihood (``admbjax._gaussian``) that formula fits use by default."""
 
 import numpy as np
 import pytest
@@ -11,19 +12,29 @@ from conftest import ROOT
     ("Reaction ~ Days + (Days | Subject)", "sleepstudy", "ML"),
     ("distance ~ age * Sex + (1 | Subject)", str(ROOT / "tests/reference/data/orthodont_sex.csv"), "REML"),
 ])
-def test_sufficient_statistics_equal_the_per_observation_model(formula, data, method):
+def test_fast_paths_equal_the_per_observation_laplace_engine(formula, data, method):
     fast_model, fast_data, _ = admbjax.formula_model(formula, data)
     slow_model, slow_data, _ = admbjax.formula_model(formula, data, sufficient=False)
     assert fast_data.shape[1] == 1 and slow_data.shape[1] > 1     # one row per subject
     assert fast_data.n_obs == slow_data.n_obs
-    fast, slow = (admbjax.fit(m, d, method, global_mode=False) for m, d in
-                  [(fast_model, fast_data), (slow_model, slow_data)])
-    assert fast.criterion == pytest.approx(slow.criterion, rel=1e-11)
-    np.testing.assert_allclose(fast.beta, slow.beta, rtol=1e-8)
-    np.testing.assert_allclose(fast.beta_se, slow.beta_se, rtol=1e-6)
-    np.testing.assert_allclose(fast.b, slow.b, rtol=1e-6, atol=1e-9)
-    # and the objective agrees away from the optimum too
-    x = fast.x + 0.1
+    assert fast_model.closed_form is not None and slow_model.closed_form is None
+    closed = admbjax.fit(fast_model, fast_data, method)
+    engine = admbjax.fit(slow_model, slow_data, method, global_mode=False)
+    assert closed.iterations < engine.iterations                  # exact Newton from the start
+    assert closed.criterion == pytest.approx(engine.criterion, rel=1e-11)
+    np.testing.assert_allclose(closed.beta, engine.beta, rtol=1e-8)
+    np.testing.assert_allclose(closed.beta_se, engine.beta_se, rtol=1e-6)
+    np.testing.assert_allclose(closed.beta_cov_full, engine.beta_cov_full, rtol=1e-5)
+    np.testing.assert_allclose(closed.x, engine.x, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(closed.x_cov, engine.x_cov, rtol=1e-5, atol=1e-10)
+    np.testing.assert_allclose(closed.b, engine.b, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(closed.b_sd, engine.b_sd, rtol=1e-6)
+    # the engine on the sufficient statistics, and both objectives away from the optimum
+    x = closed.x + 0.1
     f_fast = admbjax.make_objective(fast_model, fast_data, method)(x)
     f_slow = admbjax.make_objective(slow_model, slow_data, method)(x)
     assert float(f_fast) == pytest.approx(float(f_slow), rel=1e-11)
+    from admbjax import _gaussian, _objective
+    spec = _objective.Spec.of(fast_model, method)
+    f_closed = _gaussian.marginal(fast_model.closed_form, spec, x, fast_data.tree())[0]
+    assert float(f_closed) == pytest.approx(float(f_slow), rel=1e-11)
