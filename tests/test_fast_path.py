@@ -13,7 +13,7 @@ from conftest import ROOT
     ("distance ~ age * Sex + (1 | Subject)", str(ROOT / "tests/reference/data/orthodont_sex.csv"), "REML"),
 ])
 def test_fast_paths_equal_the_per_observation_laplace_engine(formula, data, method):
-    fast_model, fast_data, _ = admbjax.formula_model(formula, data)
+    fast_model, fast_data, design = admbjax.formula_model(formula, data)
     slow_model, slow_data, _ = admbjax.formula_model(formula, data, sufficient=False)
     assert fast_data.shape[1] == 1 and slow_data.shape[1] > 1     # one row per subject
     assert fast_data.n_obs == slow_data.n_obs
@@ -29,6 +29,8 @@ def test_fast_paths_equal_the_per_observation_laplace_engine(formula, data, meth
     np.testing.assert_allclose(closed.x_cov, engine.x_cov, rtol=1e-5, atol=1e-10)
     np.testing.assert_allclose(closed.b, engine.b, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(closed.b_sd, engine.b_sd, rtol=1e-6)
+    diag = admbjax._formula.lambda_index(design.blocks)[2]      # reported as lme4 does (Model.signs)
+    assert np.all(closed.theta["lambda"][diag] >= 0) and np.all(engine.theta["lambda"][diag] >= 0)
     # the engine on the sufficient statistics, and both objectives away from the optimum
     x = closed.x + 0.1
     f_fast = admbjax.make_objective(fast_model, fast_data, method)(x)
