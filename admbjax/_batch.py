@@ -20,7 +20,7 @@ from dataclasses import replace
 from . import _objective
 from ._checks import check_model_on_data
 from ._data import _list
-from ._fit import FitSpec, fit_program, run
+from ._fit import FitSpec, fit_program, pop_closed_form, run
 from ._results import AdmbjaxWarning, make_result
 
 
@@ -91,7 +91,7 @@ def fit_batch(models, datas, method: str = "REML", *, chunk_size: int = 1024, pr
     if not good:
         raise ValueError(f"no dataset of the batch can be fitted: {next(iter(bad.values()))}")
     n_sub, n_max = _common_shape(datas)
-    closed_form = models[0].closed_form if options.pop("closed_form", True) else None
+    closed_form = pop_closed_form(models[0], options)
     spec = _objective.Spec.of(models[0], method, **options)
     # every lane runs every branch of a vmapped program: full Newton steps, no BFGS phase
     fs = FitSpec(spec, models[0].report, models[0].ranef, float(gtol), int(max_iter), quasi_newton=False,

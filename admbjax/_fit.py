@@ -99,6 +99,12 @@ def run(fs: FitSpec, args, transform=None):
     return jax.tree.map(np.asarray, out), t_compile, t_fit
 
 
+def pop_closed_form(model: Model, options: dict):
+    """Remove the ``closed_form`` option from ``options``; the model's closed form to fit
+    by (:mod:`admbjax._gaussian`), or ``None`` (no closed form, or turned off)."""
+    return model.closed_form if options.pop("closed_form", True) else None
+
+
 def fit(model: Model, data: GroupedData, method: str = "REML", *, gtol: float = 1e-6,
         max_iter: int = 100, **options):
     """Fit ``model`` to ``data`` by Laplace-approximated ML or REML.
@@ -123,7 +129,7 @@ def fit(model: Model, data: GroupedData, method: str = "REML", *, gtol: float = 
     """
     from ._results import make_result
 
-    closed_form = model.closed_form if options.pop("closed_form", True) else None
+    closed_form = pop_closed_form(model, options)
     objective = _objective.make_objective(model, data, method, **options)
     fs = FitSpec(objective.spec, model.report, model.ranef, float(gtol), int(max_iter), closed_form=closed_form)
     args = (objective.spec.x0(model), objective.spec.initial_mode(model, data.shape[0]), data.tree())

@@ -55,14 +55,14 @@ def pls(lam, s):
     return chol, ok, c, C, 0.5 * (A + A.T), a
 
 
-def _rss(s, c, C, d):
-    e = c - jnp.einsum("nqp,p->nq", C, d)
+def _rss(s, e, d):
+    """The penalised RSS at ``d``, given ``e = c - C d`` (``[N, q]``)."""
     return (jnp.sum(s["rr"]) - 2.0 * jnp.dot(d, jnp.sum(s["Xr"], 0)) + d @ jnp.sum(s["XX"], 0) @ d
             - jnp.sum(e * e))
 
 
 def marginal(lambda_of, spec, x, data):
-    """``(nll, (beta, u, L, chol_A, ok))``: the exact marginal nll (REML or ML) at ``x``."""
+    """``(nll, (beta, u, L, chol_A, C, ok))``: the exact marginal nll (REML or ML) at ``x``."""
     theta = spec.layout.theta_of(x)
     log_sigma = theta["log_sigma"]
     s, beta0 = totals(data)
@@ -70,13 +70,14 @@ def marginal(lambda_of, spec, x, data):
     n = jnp.sum(s["n"])
     chol_a, ok_a = _linalg.cholesky(A)
     d = _linalg.cho_solve(chol_a, a) if spec.reml else spec.layout.beta_of(x) - beta0
-    nll = (0.5 * n * LOG_2PI + n * log_sigma + 0.5 * _rss(s, c, C, d) * jnp.exp(-2.0 * log_sigma)
+    e = c - jnp.einsum("nqp,p->nq", C, d)
+    nll = (0.5 * n * LOG_2PI + n * log_sigma + 0.5 * _rss(s, e, d) * jnp.exp(-2.0 * log_sigma)
            + 0.5 * jnp.sum(_linalg.logdet_from_cholesky(chol)))
     if spec.reml:
         p = A.shape[0]
         nll = nll + 0.5 * _linalg.logdet_from_cholesky(chol_a) - p * log_sigma - 0.5 * p * LOG_2PI
     ok = ok & ok_a
-    u = _linalg.solve_upper_t(chol, (c - jnp.einsum("nqp,p->nq", C, d))[..., None])[..., 0] * jnp.exp(-log_sigma)
+    u = _linalg.solve_upper_t(chol, e[..., None])[..., 0] * jnp.exp(-log_sigma)
     return jnp.where(jnp.all(ok), nll, jnp.inf), (beta0 + d, u, chol, chol_a, C, ok)
 
 

@@ -92,7 +92,7 @@ def marginal(spec: Spec, x, mode_init: _laplace.Mode, data, n_steps: int = 2, se
     mode, info = _laplace.solve_mode(*args, **kw)
     if spec.global_mode:
         # search where asked, and wherever the followed mode is close to vanishing (a fold)
-        search = search | _laplace.near_fold(spec.nll, theta_s, beta_s, data, mode)
+        search = jax.lax.cond(search, lambda: jnp.asarray(True), lambda: _laplace.near_fold(spec.nll, theta_s, beta_s, data, mode))
         args = args[:-1] + (mode,)
         mode, info = jax.lax.cond(search, lambda: _laplace.solve_global_mode(*args, **kw), lambda: (mode, info))
     lap = _laplace.laplace(spec.nll, spec.layout.theta_of(x), beta_outer, data, mode, n_steps=n_steps,
