@@ -162,36 +162,33 @@ def _warn_summary(results, bad) -> None:
 # ---------------------------------------------------------------- formula front end
 
 
-def _formula_lanes(formula, data, family, categorical, na_action, by):
-    from ._formula import formula_model
+def fit_formula_by(formula: str, data, by: str, family="gaussian", method: str = "REML", categorical=(),
+                   na_action: str = "fail", **options):
+    """One fit of ``formula`` per level of column ``by``, all in one batch.
+
+    Returns ``(levels, results)``; each result equals the fit of that level's rows alone. A
+    level that cannot be fitted (too few groups, a rank-deficient design, bad data) gets
+    ``None`` and a warning that names it and says why; the other levels are unaffected.
+    """
+    from ._by import lanes
+    from ._families import get_family
     from ._io import read_data
 
     df = read_data(data)
     if by not in df.columns:
         raise ValueError(f"`by` column {by!r} is not in `data`; available: {list(df.columns)}")
-    if df[by].isna().any():
-        raise ValueError(f"`by` column {by!r} has {int(df[by].isna().sum())} missing value(s)")
-    levels = sorted(df[by].unique().tolist(), key=lambda v: (str(type(v)), v))
-    built = [formula_model(formula, df[df[by] == lev], family, categorical, na_action) for lev in levels]
-    names = built[0][2].beta_names
-    for lev, (_, _, d) in zip(levels, built):
-        if d.beta_names != names:
-            raise ValueError(f"level {lev!r} of {by!r} gives fixed effects {list(d.beta_names)}, level "
-                             f"{levels[0]!r} gives {list(names)}: every level must give the same design columns")
-    return levels, built
-
-
-def fit_formula_by(formula: str, data, by: str, family="gaussian", method: str = "REML", categorical=(),
-                   na_action: str = "fail", **options):
-    """One fit of ``formula`` per level of column ``by``, all in one batch.
-
-    Returns ``(levels, results)``; each result equals the fit of that level's rows alone.
-    """
-    from ._families import get_family
-
-    levels, built = _formula_lanes(formula, data, family, categorical, na_action, by)
+    levels, built = lanes(formula, df, by, family, categorical, na_action)
+    good = [i for i, lane in enumerate(built) if not isinstance(lane, str)]
+    if not good:
+        raise ValueError(f"no level of {by!r} can be fitted: level {levels[0]!r}: {built[0]}")
+    for i, lane in enumerate(built):
+        if isinstance(lane, str):
+            warnings.warn(f"level {levels[i]!r} of {by!r} was not fitted: {lane}", AdmbjaxWarning, stacklevel=2)
     options.setdefault("global_mode", not get_family(family).log_concave)
-    results = fit_batch([m for m, _, _ in built], [g for _, g, _ in built], method, **options)
+    fitted = fit_batch([built[i][0] for i in good], [built[i][1] for i in good], method, **options)
+    results = [None] * len(levels)
+    for i, res in zip(good, fitted):
+        results[i] = res
     return levels, results
 
 

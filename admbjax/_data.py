@@ -66,6 +66,8 @@ class GroupedData:
         m1 = m0 if n_max is None else int(n_max)
         if n1 < n0 or m1 < m0:
             raise ValueError(f"cannot pad data of shape {(n0, m0)} down to {(n1, m1)}")
+        if (n1, m1) == (n0, m0):
+            return self
 
         def pad(a, fill=0.0):
             widths = [(0, n1 - n0), (0, m1 - m0)] + [(0, 0)] * (a.ndim - 2)

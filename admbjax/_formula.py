@@ -244,8 +244,9 @@ def _random(parsed: ParsedFormula, df: pd.DataFrame):
     return Z, tuple(blocks)
 
 
-def design(formula: str, df: pd.DataFrame, categorical=(), na_action: str = "fail") -> Design:
-    """Response, fixed and random design of ``formula`` on ``df`` (lme4's ``lFormula``)."""
+def design_frames(formula: str, df: pd.DataFrame, categorical=(), na_action: str = "fail"):
+    """The parts of :func:`design` before any per-dataset check: ``(group, prepared data
+    frame, y, trials, X (a DataFrame, no column dropped yet), Z, blocks)``."""
     parsed = parse_formula(formula)
     groups = {b.group for b in parsed.bars}
     if len(groups) > 1:
@@ -257,15 +258,34 @@ def design(formula: str, df: pd.DataFrame, categorical=(), na_action: str = "fai
                          "factors (a/b, a:b) are not supported")
     df = _prepare(df, parsed, tuple(categorical), na_action)
     y, trials = _response(parsed, df)
-    X, dropped = drop_aliased(_matrix(parsed.fixed, df))
-    if dropped:
-        n = len(dropped)
-        warnings.warn(f"fixed-effect model matrix is rank deficient so dropping {n} column{'s' if n > 1 else ''} / "
-                      f"coefficient{'s' if n > 1 else ''} ({', '.join(dropped)})", AdmbjaxWarning, stacklevel=3)
+    X = _matrix(parsed.fixed, df)
     Z, blocks = _random(parsed, df)
+    return group, df, y, trials, X, Z, blocks
+
+
+def dropped_warning(dropped: tuple) -> str:
+    n = len(dropped)
+    return (f"fixed-effect model matrix is rank deficient so dropping {n} column{'s' if n > 1 else ''} / "
+            f"coefficient{'s' if n > 1 else ''} ({', '.join(dropped)})")
+
+
+def too_few_groups(group: str, n_groups: int) -> str | None:
+    """lme4's error for a grouping factor with fewer than two levels, or ``None``."""
+    if n_groups < 2:
+        return f"grouping factor {group!r} has {n_groups} level(s); a random effect needs at least 2"
+    return None
+
+
+def design(formula: str, df: pd.DataFrame, categorical=(), na_action: str = "fail") -> Design:
+    """Response, fixed and random design of ``formula`` on ``df`` (lme4's ``lFormula``)."""
+    group, df, y, trials, X, Z, blocks = design_frames(formula, df, categorical, na_action)
+    X, dropped = drop_aliased(X)
+    if dropped:
+        warnings.warn(dropped_warning(dropped), AdmbjaxWarning, stacklevel=3)
     g = df[group].cat.remove_unused_categories()
-    if len(g.cat.categories) < 2:
-        raise ValueError(f"grouping factor {group!r} has {len(g.cat.categories)} level(s); a random effect needs at least 2")
+    error = too_few_groups(group, len(g.cat.categories))
+    if error:
+        raise ValueError(error)
     return Design(formula, y, X.to_numpy(), tuple(X.columns), Z.to_numpy(), tuple(Z.columns), blocks,
                   pd.Categorical(g), group, dropped, trials)
 
@@ -300,11 +320,30 @@ def lambda_signs(blocks: tuple):
     return signs
 
 
-@functools.lru_cache(maxsize=None)
-def lambda_function(blocks: tuple):
-    """``theta -> Lambda`` for a structure (cached: one function, one compiled program)."""
-    q = sum(blocks)
-    return lambda theta: _lambda(theta, q, blocks)
+@dataclass(frozen=True)
+class LambdaMap:
+    """``theta -> Lambda`` for a block structure, and back (``free``): the closed form of a
+    Gaussian formula model (:class:`Model`'s ``closed_form``). Equal for equal structures,
+    so that fits of one structure share one compiled program."""
+
+    blocks: tuple
+
+    def __call__(self, theta):
+        return _lambda(theta, sum(self.blocks), self.blocks)
+
+    def free(self, L):
+        """``theta["lambda"]``: the free entries of a ``Lambda`` of this structure."""
+        rows, cols, _ = lambda_index(self.blocks)
+        return L[..., np.asarray(rows), np.asarray(cols)]
+
+    @property
+    def pattern(self) -> np.ndarray:
+        """``[q, q]`` 1.0 where the blocks of ``Lambda Lambda'`` may be non-zero."""
+        rows, cols, _ = lambda_index(self.blocks)
+        q = sum(self.blocks)
+        out = np.zeros((q, q))
+        out[rows, cols] = out[cols, rows] = 1.0
+        return out
 
 
 def _lambda(theta, q: int, blocks: tuple):
@@ -387,12 +426,20 @@ def sufficient_statistics(d: Design, beta0: np.ndarray) -> dict:
             "beta0": np.broadcast_to(beta0, (n_groups, len(beta0))).copy()}
 
 
-def _check_identifiable(d: Design, family: Family) -> None:
-    n, q, n_groups = len(d.y), d.Z.shape[1], len(d.groups.categories)
+def unidentifiable(n: int, n_groups: int, random_names, group: str, family: Family) -> str | None:
+    """lme4's error where there are no more observations than random effects, or ``None``."""
+    q = len(random_names)
     if "log_sigma" in family.dispersion and n <= q * n_groups:
-        raise ValueError(f"number of observations (={n}) <= number of random effects (={q * n_groups}) for term "
-                         f"({' + '.join(d.random_names)} | {d.group}); the random-effects parameters and the "
-                         "residual variance (or scale parameter) are probably unidentifiable")
+        return (f"number of observations (={n}) <= number of random effects (={q * n_groups}) for term "
+                f"({' + '.join(random_names)} | {group}); the random-effects parameters and the "
+                "residual variance (or scale parameter) are probably unidentifiable")
+    return None
+
+
+def _check_identifiable(d: Design, family: Family) -> None:
+    error = unidentifiable(len(d.y), len(d.groups.categories), d.random_names, d.group, family)
+    if error:
+        raise ValueError(error)
 
 
 def initial_values(d: Design, family: Family, start: dict | None) -> tuple[dict, np.ndarray]:
@@ -468,7 +515,7 @@ def formula_model(formula: str, data, family="gaussian", categorical=(), na_acti
     closed_form = None
     if sufficient and fam is GAUSSIAN_FAMILY:
         nll, report, ranef = gaussian_stats_functions(d.blocks)
-        closed_form = lambda_function(d.blocks)
+        closed_form = LambdaMap(d.blocks)
         stats = sufficient_statistics(d, ols(d.y, d.X)[0])
         grouped = group_data(stats, np.asarray(d.groups.categories, dtype=object), levels=list(d.groups.categories),
                              observations=len(d.y))

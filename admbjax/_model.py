@@ -49,7 +49,8 @@ class Model:
         diagonal.
       closed_form: optional ``theta -> Lambda`` of a Gaussian linear mixed model written on
         per-subject sufficient statistics with ``theta = {"lambda", "log_sigma"}`` (the
-        formula front end's); its fits then use the exact closed-form likelihood
+        formula front end's ``LambdaMap``, which also maps a ``Lambda`` back to
+        ``theta["lambda"]`` with ``free`` and gives its block ``pattern``); its fits then use the exact closed-form likelihood
         (``admbjax._gaussian``) instead of the Laplace engine, with the same results.
     """
 
@@ -134,7 +135,7 @@ class ParamLayout:
         leaves, start = [], 0
         for shape in self.shapes:
             n = int(np.prod(shape))
-            leaves.append(jnp.reshape(x[start:start + n], shape))
+            leaves.append(x[start:start + n].reshape(shape))   # numpy in, numpy out
             start += n
         return jax.tree.unflatten(self.treedef, leaves)
 
@@ -143,11 +144,11 @@ class ParamLayout:
         return x[self.n_theta:]
 
     def flat(self, theta, beta=None):
-        """``x`` from ``theta`` (and ``beta`` when it is an outer parameter)."""
-        parts = [jnp.ravel(jnp.asarray(a)) for a in jax.tree.leaves(theta)]
-        if self.beta_in_x:
-            parts.append(jnp.asarray(beta))
-        return jnp.concatenate(parts)
+        """``x`` from ``theta`` (and ``beta`` when it is an outer parameter); numpy unless an
+        input is a JAX array (or traced)."""
+        parts = jax.tree.leaves(theta) + ([beta] if self.beta_in_x else [])
+        xp = jnp if any(isinstance(a, jax.Array) for a in parts) else np
+        return xp.concatenate([xp.ravel(xp.asarray(a, dtype=xp.float64)) for a in parts])
 
     def names(self, beta_names) -> list[str]:
         """Names of the entries of ``x``."""

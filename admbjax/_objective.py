@@ -66,11 +66,12 @@ class Spec:
         return theta, beta
 
     def initial_mode(self, model: Model, n_subjects: int) -> _laplace.Mode:
-        beta = jnp.asarray(model.beta) if self.reml else jnp.zeros((0,))
-        return _laplace.Mode(beta, jnp.zeros((n_subjects, self.n_random)))
+        beta = np.asarray(model.beta) if self.reml else np.zeros((0,))
+        return _laplace.Mode(beta, np.zeros((n_subjects, self.n_random)))
 
-    def x0(self, model: Model):
-        return self.layout.flat(model.theta, model.beta)
+    def x0(self, model: Model) -> np.ndarray:
+        parts = [np.ravel(a) for a in jax.tree.leaves(model.theta)]
+        return np.concatenate(parts + ([np.asarray(model.beta)] if self.layout.beta_in_x else []))
 
 
 def marginal(spec: Spec, x, mode_init: _laplace.Mode, data, n_steps: int = 2, search=True):

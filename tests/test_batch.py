@@ -4,6 +4,7 @@ import json
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import admbjax
@@ -100,3 +101,49 @@ def test_parametric_bootstrap_runs_in_one_batch():
     # 8 refits of sleepstudy-shaped data: a bootstrap SE within a factor 2 of the Wald SE
     ratio = table["Bootstrap SE"].iloc[:2].to_numpy() / fit.beta_se
     assert np.all((ratio > 0.5) & (ratio < 2.0))
+
+
+@pytest.fixture(scope="module")
+def by_levels():
+    """Three levels: sleepstudy; a noisier, unbalanced copy; one subject only (not fittable)."""
+    base = admbjax.datasets.load("sleepstudy")
+    rng = np.random.default_rng(3)
+    noisy = base.assign(Reaction=base["Reaction"] + rng.normal(0, 20, len(base))).iloc[5:]
+    lone = base[base["Subject"] == base["Subject"].iloc[0]]
+    df = pd.concat([base.assign(lab="a"), noisy.assign(lab="b"), lone.assign(lab="c")], ignore_index=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        levels, results = admbjax.fit_formula_by("Reaction ~ Days + (Days | Subject)", df, by="lab")
+    return df, levels, results, [str(w.message) for w in caught]
+
+
+def test_by_fits_equal_fits_of_each_level_alone(by_levels):
+    df, levels, results, _ = by_levels
+    assert levels == ["a", "b", "c"]
+    for level, res in zip(levels[:2], results[:2]):
+        alone = admbjax.fit_formula("Reaction ~ Days + (Days | Subject)", df[df["lab"] == level])
+        assert res.criterion == pytest.approx(alone.criterion, rel=1e-8)
+        np.testing.assert_allclose(res.beta, alone.beta, rtol=1e-6)
+        np.testing.assert_allclose(res.x, alone.x, rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(res.beta_se, alone.beta_se, rtol=1e-6)
+        assert res.n_obs == alone.n_obs and res.ids == alone.ids and res.converged
+
+
+def test_by_level_that_cannot_be_fitted_is_named_and_skipped(by_levels):
+    _, _, results, messages = by_levels
+    assert results[2] is None and results[0] is not None and results[1] is not None
+    assert any("level 'c' of 'lab' was not fitted: grouping factor 'Subject' has 1 level(s)" in m for m in messages)
+
+
+def test_by_builds_per_level_designs_where_one_design_would_differ():
+    from admbjax import _by
+
+    assert _by._stateless("y ~ log(x) + I(x**2) + (x | g)")
+    assert not _by._stateless("y ~ center(x) + (x | g)")
+    base = admbjax.datasets.load("sleepstudy")
+    df = pd.concat([base.assign(lab=0), base.iloc[::2].assign(lab=1)], ignore_index=True)
+    levels, results = admbjax.fit_formula_by("Reaction ~ center(Days) + (Days | Subject)", df, by="lab")
+    alone = admbjax.fit_formula("Reaction ~ center(Days) + (Days | Subject)", df[df["lab"] == 1])
+    assert levels == [0, 1]
+    assert results[1].criterion == pytest.approx(alone.criterion, rel=1e-8)
+    np.testing.assert_allclose(results[1].beta, alone.beta, rtol=1e-6)

@@ -1,0 +1,182 @@
+"""The lanes of ``fit_formula_by``: one model and dataset per level of a ``by`` column.
+
+Each lane is what :func:`admbjax._formula.formula_model` gives for that level's rows alone.
+Building a formulaic design per level costs about 20 ms a level, so for a Gaussian model
+the design is built once, on all rows, and split: the per-level checks (rank of ``X``,
+number of groups, identifiability) and the per-subject sufficient statistics of every
+level come from a few ``bincount`` calls. That split equals the per-level design when no
+term's encoding depends on the rows it sees: no stateful transform (``scale()``,
+``center()``, ``poly()``, splines: their parameters would come from all levels) and every
+level has every category of every factor (else a level would have a different reference
+level). Otherwise, and for other families, the design is built level by level.
+
+A level that cannot be fitted (too few groups, a rank-deficient ``X``, ...) becomes an
+error message for that level; the other levels are fitted as usual.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+
+from . import _formula
+from ._families import GAUSSIAN, get_family
+from ._model import Model
+
+#: Functions in a formula that transform each row on its own (no state learned from data).
+STATELESS = frozenset({"I", "log", "log1p", "log2", "log10", "exp", "expm1", "sqrt", "abs"})
+
+#: A level's ``X`` is full rank, without the exact check (``drop_aliased``), when the
+#: smallest eigenvalue of its column-scaled ``X'X`` exceeds this fraction of the largest.
+FULL_RANK = 1e-10
+
+
+def level_codes(values: pd.Series, by: str):
+    """``(levels, codes)``: the sorted distinct values of column ``by`` and each row's index."""
+    if values.isna().any():
+        raise ValueError(f"`by` column {by!r} has {int(values.isna().sum())} missing value(s)")
+    levels = sorted(values.unique().tolist(), key=lambda v: (str(type(v)), v))
+    return levels, pd.Categorical(values, categories=levels).codes.astype(np.int64)
+
+
+def lanes(formula: str, df: pd.DataFrame, by: str, family, categorical, na_action):
+    """``(levels, lanes)``: per level ``(model, grouped data)``, or an error message (str)."""
+    df = df.reset_index(drop=True)
+    levels, codes = level_codes(df[by], by)
+    shared = _shared_lanes(formula, df, codes, levels, by, family, categorical, na_action)
+    if shared is not None:
+        return levels, shared
+    return levels, [_level_lane(formula, df[codes == i], family, categorical, na_action) for i in range(len(levels))]
+
+
+def _level_lane(formula, rows, family, categorical, na_action):
+    try:
+        model, grouped, _ = _formula.formula_model(formula, rows, family, categorical, na_action)
+    except ValueError as err:
+        return str(err)
+    return model, grouped
+
+
+def _stateless(formula: str) -> bool:
+    return all(name in STATELESS for name in re.findall(r"([A-Za-z_.][\w.]*)\s*\(", formula.split("~", 1)[1]))
+
+
+def _shared_lanes(formula, df, codes, levels, by, family, categorical, na_action):
+    """The lanes from one design, or ``None`` where that would differ from per-level designs."""
+    if get_family(family) is not GAUSSIAN or not _stateless(formula):
+        return None
+    group, frame, y, _, X, Z, blocks = _formula.design_frames(formula, df, categorical, na_action)
+    codes = codes[frame.index.to_numpy()]
+    if not _every_category_in_every_level(frame, group, codes, len(levels)):
+        return None
+    split = _Split(codes, frame[group].cat.codes.to_numpy().astype(np.int64), len(levels))
+    names, Xn = tuple(X.columns), X.to_numpy()
+    beta0, errors = _level_ols(split, Xn, y, names, levels, by)
+    for i, n_groups in enumerate(split.n_groups):
+        errors[i] = (errors[i] or _formula.too_few_groups(group, int(n_groups))
+                     or _formula.unidentifiable(int(split.n_rows[i]), int(n_groups), tuple(Z.columns), group, GAUSSIAN))
+    stats = _level_statistics(split, y, Xn, Z.to_numpy(), beta0)
+    base = _base_model(formula, names, tuple(Z.columns), group, blocks)
+    categories = np.asarray(frame[group].cat.categories, dtype=object)
+    _, _, diag = _formula.lambda_index(blocks)
+    out = []
+    for i in range(len(levels)):
+        if errors[i]:
+            out.append(errors[i])
+            continue
+        n_g = int(split.n_groups[i])
+        sigma = np.sqrt(stats["rr"][i].sum() / split.n_rows[i]) + 1e-8
+        model = replace(base, theta={"lambda": diag.astype(float), "log_sigma": np.log(sigma)}, beta=beta0[i])
+        out.append((model, split.grouped(stats, i, categories[split.subject_codes(i)], n_g)))
+    return out
+
+
+def _every_category_in_every_level(frame, group, codes, n_levels) -> bool:
+    for column in frame.columns:
+        if column != group and isinstance(frame[column].dtype, pd.CategoricalDtype):
+            k = len(frame[column].cat.categories)
+            seen = np.bincount(codes * k + frame[column].cat.codes.to_numpy(), minlength=n_levels * k)
+            if not seen.all():
+                return False
+    return True
+
+
+class _Split:
+    """Rows of all levels, indexed by ``(level, subject within the level)``."""
+
+    def __init__(self, codes, group_codes, n_levels):
+        n_cat = int(group_codes.max()) + 1
+        pairs, subject = np.unique(codes * n_cat + group_codes, return_inverse=True)
+        self.pair_level, self.pair_group = pairs // n_cat, pairs % n_cat
+        self.n_groups = np.bincount(self.pair_level, minlength=n_levels)
+        self.first = np.concatenate([[0], np.cumsum(self.n_groups)[:-1]])
+        self.width = int(self.n_groups.max())
+        position = np.arange(len(pairs)) - self.first[self.pair_level]
+        self.codes, self.n_levels = codes, n_levels
+        self.n_rows = np.bincount(codes, minlength=n_levels)
+        self.slot = codes * self.width + position[subject]       # row -> level * width + subject
+
+    def subject_codes(self, i):
+        return self.pair_group[self.first[i]:self.first[i] + self.n_groups[i]]
+
+    def per_level(self, weights):
+        return np.bincount(self.codes, weights=weights, minlength=self.n_levels)
+
+    def per_subject(self, weights):
+        return np.bincount(self.slot, weights=weights, minlength=self.n_levels * self.width).reshape(
+            self.n_levels, self.width)
+
+    def grouped(self, stats, i, ids, n_g):
+        from ._data import GroupedData
+
+        real = np.arange(self.width) < n_g
+        rows = np.where(real, np.arange(self.width), -1)[:, None]
+        return GroupedData({k: v[i][:, None] for k, v in stats.items()}, real[:, None].astype(float),
+                           real.astype(float), tuple(ids.tolist()), rows, int(self.n_rows[i]))
+
+
+def _level_ols(split: _Split, X, y, names, levels, by):
+    """Least-squares ``beta`` of every level (normal equations), and per-level errors for
+    levels whose ``X`` is rank deficient (checked exactly where it is in doubt)."""
+    p = X.shape[1]
+    XX = np.stack([np.stack([split.per_level(X[:, j] * X[:, k]) for k in range(p)], -1) for j in range(p)], -2)
+    Xy = np.stack([split.per_level(X[:, j] * y) for j in range(p)], -1)
+    scale = np.sqrt(np.maximum(np.diagonal(XX, axis1=1, axis2=2), 1e-300))
+    eig = np.linalg.eigvalsh(XX / (scale[:, :, None] * scale[:, None, :]))
+    errors = [None if n else f"level {levels[i]!r} of {by!r} has no rows left" for i, n in enumerate(split.n_rows)]
+    for i in np.flatnonzero(~(eig[:, 0] > FULL_RANK * eig[:, -1]) & (split.n_rows > 0)):
+        kept, dropped = _formula.drop_aliased(pd.DataFrame(X[split.codes == i], columns=list(names)))
+        if dropped:
+            errors[i] = (f"level {levels[i]!r} of {by!r} gives fixed effects {list(kept.columns)} "
+                         f"({_formula.dropped_warning(dropped)}), other levels {list(names)}: every level "
+                         "must give the same design columns")
+    ok = np.array([e is None for e in errors])
+    beta = np.zeros((split.n_levels, p))
+    beta[ok] = np.linalg.solve(XX[ok], Xy[ok][..., None])[..., 0]
+    return beta, errors
+
+
+def _level_statistics(split: _Split, y, X, Z, beta0):
+    """``_formula.sufficient_statistics`` of every level at once: ``[levels, width, ...]``."""
+    r = y - np.einsum("np,np->n", X, beta0[split.codes])
+
+    def total(a, b):
+        return np.stack([np.stack([split.per_subject(a[:, j] * b[:, k]) for k in range(b.shape[1])], -1)
+                         for j in range(a.shape[1])], -2)
+
+    r1 = r[:, None]
+    return {"n": split.per_subject(np.ones_like(r)), "rr": total(r1, r1)[..., 0, 0],
+            "Xr": total(X, r1)[..., 0], "Zr": total(Z, r1)[..., 0], "XX": total(X, X), "XZ": total(X, Z),
+            "ZZ": total(Z, Z), "beta0": np.broadcast_to(beta0[:, None, :], (split.n_levels, split.width, X.shape[1]))}
+
+
+def _base_model(formula, beta_names, random_names, group, blocks) -> Model:
+    nll, report, ranef = _formula.gaussian_stats_functions(blocks)
+    _, _, diag = _formula.lambda_index(blocks)
+    return Model(nll=nll, theta={"lambda": diag.astype(float), "log_sigma": 0.0}, beta=np.zeros(len(beta_names)),
+                 n_random=len(random_names), report=report, ranef=ranef, beta_names=beta_names,
+                 random_names=random_names, group=group, family=GAUSSIAN.name, formula=formula,
+                 signs=_formula.lambda_signs(blocks), closed_form=_formula.LambdaMap(blocks))
