@@ -21,7 +21,7 @@ from . import _objective
 from ._checks import check_model_on_data
 from ._data import _list
 from ._fit import FitSpec, fit_program, pop_closed_form, run
-from ._results import AdmbjaxWarning, make_result
+from ._results import AdmbjaxWarning, make_results
 
 
 def _batched(fs: FitSpec):
@@ -86,70 +86,56 @@ def fit_batch(models, datas, method: str = "REML", *, chunk_size: int = 1024, pr
     if len(models) != len(datas) or not datas:
         raise ValueError(f"`models` ({len(models)}) and `datas` ({len(datas)}) must be non-empty and match")
     _check_same_structure(models)
-    bad = _bad_lanes(models, datas)
-    good = [i for i in range(len(datas)) if i not in bad]
-    if not good:
-        raise ValueError(f"no dataset of the batch can be fitted: {next(iter(bad.values()))}")
+    check_model_on_data(models[0], datas[0])   # structure (scalar nll, padding) once; data per lane below
     n_sub, n_max = _common_shape(datas)
     closed_form = pop_closed_form(models[0], options)
     spec = _objective.Spec.of(models[0], method, **options)
     # every lane runs every branch of a vmapped program: full Newton steps, no BFGS phase
     fs = FitSpec(spec, models[0].report, models[0].ranef, float(gtol), int(max_iter), quasi_newton=False,
                  closed_form=closed_form)
-    lanes = [(spec.x0(models[i]), spec.initial_mode(models[i], n_sub), datas[i].padded(n_sub, n_max).tree())
-             for i in good]
-    results = [None] * len(datas)
-    bar = _Progress(len(lanes), progress)
+    results, bad = [None] * len(datas), {}
+    bar = _Progress(len(datas), progress)
     # lanes per call rounded up to a power of two: batches of similar size share one program
-    chunk = max(1, min(int(chunk_size), 1 << (len(lanes) - 1).bit_length()))
-    for start in range(0, len(lanes), chunk):
-        part = lanes[start:start + chunk]
-        filled = part + [part[0]] * (chunk - len(part))  # same shape every chunk: one compile
-        args = _stack([tuple(jax.tree.map(np.asarray, lane)) for lane in filled])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", AdmbjaxWarning)
-            out, t_compile, t_fit = run(fs, args, transform=_batched)
-        for j in range(len(part)):
-            i = good[start + j]
-            lane = jax.tree.map(lambda a: a[j], out)
-            results[i] = _lane_result(models[i], datas[i].padded(n_sub, n_max), spec, fs, lane,
-                                      t_compile if start == 0 and j == 0 else 0.0, t_fit / len(part))
+    chunk = max(1, min(int(chunk_size), 1 << (len(datas) - 1).bit_length()))
+    for start in range(0, len(datas), chunk):
+        idx = list(range(start, min(start + chunk, len(datas))))
+        part = [(spec.x0(models[i]), spec.initial_mode(models[i], n_sub), datas[i].padded(n_sub, n_max).tree())
+                for i in idx]
+        args = _stack(part + [part[0]] * (chunk - len(part)))  # same shape every chunk: one compile
+        # a lane with non-finite data runs (lanes are independent) but is reported as not fitted
+        finite = np.all([np.isfinite(a).reshape(chunk, -1).all(axis=1) for a in jax.tree.leaves(args[2])], axis=0)
+        out, t_compile, t_fit = run(fs, args, transform=_batched)
+        chunk_results = make_results([models[i] for i in idx], [datas[i] for i in idx], spec.layout, fs, out,
+                                     t_compile if start == 0 else 0.0, t_fit)
+        for k, (i, res) in enumerate(zip(idx, chunk_results)):
+            if finite[k]:
+                results[i] = res
+            else:
+                bad[i] = _nonfinite(datas[i])
         bar.step(len(part))
+    if len(bad) == len(datas):
+        raise ValueError(f"no dataset of the batch can be fitted: {bad[0]}")
     _warn_summary(results, bad)
     return results
 
 
-def _lane_result(model, data, spec, fs, out, t_compile, t_fit):
-    """One lane's :class:`FitResult`; ``None`` if the lane could not start (bad start)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", AdmbjaxWarning)
-        try:
-            return make_result(model, data, spec.layout, fs, out, t_compile, t_fit)
-        except ValueError:
-            return None
-
-
-def _bad_lanes(models, datas) -> dict:
-    """Lanes that cannot be fitted, with the reason: non-finite data (named by row).
-
-    The model's structural checks (scalar output, padding) run once, on the first lane;
-    a lane whose nll is not finite at its start is caught inside the compiled program.
-    """
-    check_model_on_data(models[0], datas[0])
-    bad = {}
-    for i, d in enumerate(datas):
-        for name, a in d.arrays.items():
-            finite = np.isfinite(a.reshape(a.shape[:2] + (-1,))).all(axis=2) | (d.mask == 0)
-            if not finite.all():
-                rows = np.sort(d.rows[~finite])
-                bad[i] = f"`{name}` has NaN or inf in {len(rows)} row(s) (0-based): {_list(rows)}"
-                break
-    return bad
+def _nonfinite(data) -> str:
+    """Why a lane's data cannot be fitted: its non-finite entries, named by input row."""
+    for name, a in list(data.arrays.items()) + [("mask", data.mask)]:
+        finite = np.isfinite(a.reshape(a.shape[:2] + (-1,))).all(axis=2)
+        if not finite.all():
+            rows = np.sort(data.rows[~finite & (data.rows >= 0)])
+            return f"`{name}` has NaN or inf in {len(rows)} row(s) (0-based): {_list(rows)}"
+    return "its data are not finite"
 
 
 def _warn_summary(results, bad) -> None:
     for i, msg in bad.items():
         warnings.warn(f"batch fit {i} was not fitted: {msg}", AdmbjaxWarning, stacklevel=3)
+    no_start = [i for i, r in enumerate(results) if r is None and i not in bad]
+    if no_start:
+        warnings.warn(f"batch fits {_list(no_start)} could not start: the objective or its derivatives are not "
+                      "finite at their initial values", AdmbjaxWarning, stacklevel=3)
     failed = [i for i, r in enumerate(results) if r is not None and not r.converged]
     if failed:
         warnings.warn(f"{len(failed)} of {len(results)} batch fits did not converge (fits {failed[:10]}"

@@ -17,7 +17,6 @@ error message for that level; the other levels are fitted as usual.
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -81,7 +80,7 @@ def _shared_lanes(formula, df, codes, levels, by, family, categorical, na_action
     stats = _level_statistics(split, y, Xn, Z.to_numpy(), beta0)
     base = _base_model(formula, names, tuple(Z.columns), group, blocks)
     categories = np.asarray(frame[group].cat.categories, dtype=object)
-    _, _, diag = _formula.lambda_index(blocks)
+    lambda0 = _formula.lambda_index(blocks)[2].astype(float)
     out = []
     for i in range(len(levels)):
         if errors[i]:
@@ -89,7 +88,7 @@ def _shared_lanes(formula, df, codes, levels, by, family, categorical, na_action
             continue
         n_g = int(split.n_groups[i])
         sigma = np.sqrt(stats["rr"][i].sum() / split.n_rows[i]) + 1e-8
-        model = replace(base, theta={"lambda": diag.astype(float), "log_sigma": np.log(sigma)}, beta=beta0[i])
+        model = base.with_start({"lambda": lambda0, "log_sigma": np.asarray(np.log(sigma))}, beta0[i])
         out.append((model, split.grouped(stats, i, categories[split.subject_codes(i)], n_g)))
     return out
 
@@ -118,6 +117,7 @@ class _Split:
         self.codes, self.n_levels = codes, n_levels
         self.n_rows = np.bincount(codes, minlength=n_levels)
         self.slot = codes * self.width + position[subject]       # row -> level * width + subject
+        self._pads = {}
 
     def subject_codes(self, i):
         return self.pair_group[self.first[i]:self.first[i] + self.n_groups[i]]
@@ -132,10 +132,17 @@ class _Split:
     def grouped(self, stats, i, ids, n_g):
         from ._data import GroupedData
 
-        real = np.arange(self.width) < n_g
-        rows = np.where(real, np.arange(self.width), -1)[:, None]
-        return GroupedData({k: v[i][:, None] for k, v in stats.items()}, real[:, None].astype(float),
-                           real.astype(float), tuple(ids.tolist()), rows, int(self.n_rows[i]))
+        mask, subject_mask, rows = self._padding(n_g)
+        return GroupedData({k: v[i][:, None] for k, v in stats.items()}, mask, subject_mask, tuple(ids.tolist()),
+                           rows, int(self.n_rows[i]))
+
+    def _padding(self, n_g):
+        """``(mask, subject_mask, rows)`` of a level with ``n_g`` subjects (shared, read-only)."""
+        if n_g not in self._pads:
+            real = np.arange(self.width) < n_g
+            self._pads[n_g] = (real[:, None].astype(float), real.astype(float),
+                               np.where(real, np.arange(self.width), -1)[:, None])
+        return self._pads[n_g]
 
 
 def _level_ols(split: _Split, X, y, names, levels, by):

@@ -117,13 +117,15 @@ def as_factor(series: pd.Series) -> pd.Categorical:
     """R's ``factor()``: levels sorted (numerically for numbers, C locale for strings)."""
     if pd.api.types.is_bool_dtype(series):
         series = series.map({False: "FALSE", True: "TRUE"})
+    codes, uniques = pd.factorize(series, sort=pd.api.types.is_numeric_dtype(series))
     if pd.api.types.is_numeric_dtype(series):
-        levels = np.sort(series.dropna().unique())
-        labels = [_level_label(v) for v in levels]
-        return pd.Categorical(series.map(dict(zip(levels, labels))), categories=labels)
-    values = series.astype(object).where(series.notna(), None)
-    labels = sorted({str(v) for v in values if v is not None})
-    return pd.Categorical([None if v is None else str(v) for v in values], categories=labels)
+        labels = [_level_label(v) for v in uniques]
+    else:
+        labels = [str(v) for v in uniques]
+    categories = sorted(set(labels)) if not pd.api.types.is_numeric_dtype(series) else list(dict.fromkeys(labels))
+    index = {label: i for i, label in enumerate(categories)}
+    remap = np.array([index[label] for label in labels] + [-1], dtype=np.int64)   # code -1 (missing) stays -1
+    return pd.Categorical.from_codes(remap[codes], categories=categories)
 
 
 def _variables(parsed: ParsedFormula) -> list[str]:
@@ -312,11 +314,12 @@ def lambda_signs(blocks: tuple):
     leaves ``b = Lambda u`` and ``G = Lambda Lambda'`` as they are."""
     _, cols, diag = lambda_index(blocks)
 
-    def signs(theta):
-        col_sign = np.where(np.asarray(theta["lambda"])[diag] < 0, -1.0, 1.0)
+    def signs(theta):   # also for a batch of thetas (leading axis)
+        col_sign = np.where(np.asarray(theta["lambda"])[..., diag] < 0, -1.0, 1.0)
         theta_signs = jax.tree.map(np.ones_like, theta)
-        return dict(theta_signs, **{"lambda": col_sign[np.asarray(cols)]}), col_sign
+        return dict(theta_signs, **{"lambda": col_sign[..., np.asarray(cols)]}), col_sign
 
+    signs.batched = True
     return signs
 
 

@@ -17,6 +17,9 @@ inside the function.
 
 from __future__ import annotations
 
+import copy
+import functools
+
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -46,7 +49,8 @@ class Model:
         (``[q]``) that changes none of ``nll``, ``report`` and ``ranef``, chosen from
         ``theta`` to put it in a canonical form. Results are reported after it: the
         columns of lme4's ``Lambda`` have a free sign, and lme4 reports a non-negative
-        diagonal.
+        diagonal. A ``signs`` with the attribute ``batched = True`` also takes a batch of
+        thetas (a leading axis on every leaf); batch fits then call it once per chunk.
       closed_form: optional ``theta -> Lambda`` of a Gaussian linear mixed model written on
         per-subject sufficient statistics with ``theta = {"lambda", "log_sigma"}`` (the
         formula front end's ``LambdaMap``, which also maps a ``Lambda`` back to
@@ -94,6 +98,18 @@ class Model:
         """p, the number of fixed effects."""
         return self.beta.shape[0]
 
+    def with_start(self, theta, beta) -> "Model":
+        """The same model with other initial values: a cheap copy for the many lanes of a
+        batch. ``theta`` must be a pytree of finite float64 arrays shaped like ``self.theta``
+        (the caller's responsibility: it is not checked again); ``beta`` is checked."""
+        beta = np.asarray(beta, dtype=np.float64)
+        if beta.shape != self.beta.shape or not np.isfinite(beta).all():
+            raise ValueError(f"`beta` must be {self.beta.shape[0]} finite values, got {beta!r}")
+        new = copy.copy(self)
+        object.__setattr__(new, "theta", theta)
+        object.__setattr__(new, "beta", beta)
+        return new
+
     def ranef_of(self, theta, beta, u):
         """Random effects on the reporting scale."""
         return u if self.ranef is None else self.ranef(theta, beta, u)
@@ -122,9 +138,19 @@ class ParamLayout:
         leaves, treedef = jax.tree.flatten(model.theta)
         return cls(treedef, tuple(np.shape(a) for a in leaves), model.n_fixed, beta_in_x)
 
+    @functools.cached_property
+    def _slices(self) -> tuple:
+        """``(start, stop, shape)`` of each leaf of ``theta`` in ``x``."""
+        out, start = [], 0
+        for shape in self.shapes:
+            n = int(np.prod(shape))
+            out.append((start, start + n, shape))
+            start += n
+        return tuple(out)
+
     @property
     def n_theta(self) -> int:
-        return int(sum(int(np.prod(s)) for s in self.shapes))
+        return self._slices[-1][1] if self.shapes else 0
 
     @property
     def size(self) -> int:
@@ -132,11 +158,7 @@ class ParamLayout:
 
     def theta_of(self, x):
         """The ``theta`` pytree from ``x``."""
-        leaves, start = [], 0
-        for shape in self.shapes:
-            n = int(np.prod(shape))
-            leaves.append(x[start:start + n].reshape(shape))   # numpy in, numpy out
-            start += n
+        leaves = [x[start:stop].reshape(shape) for start, stop, shape in self._slices]   # numpy in, numpy out
         return jax.tree.unflatten(self.treedef, leaves)
 
     def beta_of(self, x):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -229,15 +230,20 @@ def _finite_or_none(a):
     return [float(v) if np.isfinite(v) else None for v in np.asarray(a)]
 
 
-def is_singular(report: dict, tol: float = 1e-4) -> bool:
-    """lme4's ``isSingular``: a relative random-effect SD (Cholesky diagonal) below ``tol``."""
+def is_singular(report: dict, tol: float = 1e-4):
+    """lme4's ``isSingular``: a relative random-effect SD (Cholesky diagonal) below ``tol``.
+
+    ``report`` may carry a leading batch axis; the answer then has it too."""
     G = report.get("G")
     if G is None:
         return False
-    G = np.atleast_2d(np.asarray(G, dtype=float))
-    scale = float(report["sigma"]) ** 2 if report.get("sigma") is not None else 1.0
+    G = np.asarray(G, dtype=float)
+    if G.ndim < 2:                                  # one variance (per lane)
+        G = G.reshape(G.shape + (1, 1))
+    sigma = report.get("sigma")
+    scale = np.asarray(sigma, dtype=float)[..., None, None] ** 2 if sigma is not None else 1.0
     eig = np.linalg.eigvalsh(G / scale)
-    return bool(eig.min() < tol**2)
+    return eig[..., 0] < tol**2
 
 
 def _subjects(data: GroupedData, flags) -> list:
@@ -263,17 +269,18 @@ def _check_start(data: GroupedData, out) -> None:
 FLAT_CURVATURE = 1e-2
 
 
-def min_curvature(out) -> np.ndarray:
-    """Smallest eigenvalue of each subject's ``H_uu`` at the mode (from its Cholesky factor)."""
-    chol = np.asarray(out.opt.aux[0].step.chol_uu)
-    return np.linalg.eigvalsh(chol @ np.swapaxes(chol, 1, 2))[:, 0]
+def min_curvature(chol) -> np.ndarray:
+    """Smallest eigenvalue of each subject's ``H_uu`` at the mode, from its Cholesky factor
+    ``chol`` (``[..., N, q, q]``)."""
+    chol = np.asarray(chol)
+    return np.linalg.eigvalsh(chol @ np.swapaxes(chol, -1, -2))[..., 0]
 
 
-def _conditions(data: GroupedData, out, converged: bool, status: str, singular: bool) -> list[str]:
+def _conditions(data: GroupedData, ok, inner_converged, curvature, grad: float, converged: bool, status: str,
+                hessian_pd: bool, singular: bool) -> list[str]:
     msgs = []
-    lap, info = out.opt.aux[:2]
-    not_pd, not_conv = _subjects(data, lap.ok), _subjects(data, info.converged)
-    flat = _subjects(data, ~(min_curvature(out) < FLAT_CURVATURE) | ~np.asarray(lap.ok, bool))
+    not_pd, not_conv = _subjects(data, ok), _subjects(data, inner_converged)
+    flat = _subjects(data, ~(curvature < FLAT_CURVATURE) | ~np.asarray(ok, bool))
     if not_pd:
         msgs.append(f"Hessian in u not positive definite at the mode for subjects {_list(not_pd)}")
     if flat:
@@ -282,10 +289,9 @@ def _conditions(data: GroupedData, out, converged: bool, status: str, singular: 
                     "use adaptive Gauss-Hermite quadrature (n_agq) for ML")
     if not_conv:
         msgs.append(f"inner Newton solve did not converge for subjects {_list(not_conv)}")
-    grad = float(np.max(np.abs(out.opt.g)))
     if not converged:
         msgs.append(f"Model failed to converge with max|grad| = {grad:.3g} ({status})")
-    if not bool(out.inference.hessian_pd):
+    if not hessian_pd:
         msgs.append("Hessian of the marginal nll is not positive definite: standard errors unavailable")
     if singular:
         msgs.append("boundary (singular) fit: see help('isSingular')")
@@ -301,34 +307,80 @@ def _canonical(model, layout, x, x_cov, u):
     return x * sx, x_cov * np.outer(sx, sx), u * np.asarray(u_signs)
 
 
+def _batch_signs(models, layout, X):
+    """``(sx [lanes, k], su [lanes, q])``: every lane's ``model.signs`` at once, where all
+    lanes share one ``signs`` that takes a batch of thetas (``signs.batched``); else ``None``."""
+    signs = models[0].signs
+    if signs is None or not getattr(signs, "batched", False) or any(m.signs is not signs for m in models):
+        return None
+    lanes = len(models)
+    X = X[:lanes]
+    theta = jax.tree.unflatten(layout.treedef, [X[:, a:b].reshape((lanes,) + tuple(shape))
+                                                for a, b, shape in layout._slices])
+    theta_signs, u_signs = signs(theta)
+    parts = [np.reshape(a, (lanes, -1)) for a in jax.tree.leaves(theta_signs)]
+    sx = np.concatenate(parts + [np.ones((lanes, X.shape[1] - layout.n_theta))], axis=1)
+    return sx, np.asarray(u_signs)
+
+
+@functools.lru_cache(maxsize=64)
+def _x_names(layout, beta_names: tuple) -> tuple:
+    return tuple(layout.names(beta_names))
+
+
 def make_result(model, data: GroupedData, layout, fs, out, t_compile: float, t_fit: float) -> FitResult:
     """Build the :class:`FitResult` from the compiled program's output; warn once per condition."""
     _check_start(data, out)
-    inf, opt = out.inference, out.opt
-    n = data.n_subjects
-    status_code = int(opt.status)
-    inner_converged = out.opt.aux[1].converged[:n]
-    converged = status_code == _optimise.CONVERGED and bool(np.all(inner_converged))
-    report = jax.tree.map(np.asarray, inf.report)
-    singular = is_singular(report)
-    status = _optimise.STATUS_MESSAGES.get(status_code, "running")
-    msgs = _conditions(data, out, converged, status, singular)
-    for m in msgs:
+    result = make_results([model], [data], layout, fs, jax.tree.map(lambda a: np.asarray(a)[None], out),
+                          t_compile, t_fit)[0]
+    for m in result.messages:
         warnings.warn(m, AdmbjaxWarning, stacklevel=3)
-    x, x_cov, u = _canonical(model, layout, opt.x, inf.x_cov, inf.u[:n])
-    return FitResult(
-        method="REML" if fs.spec.reml else "ML", family=model.family, formula=model.formula,
-        group=model.group, ids=data.ids, n_obs=data.n_obs,
-        theta=jax.tree.map(np.asarray, layout.theta_of(x)), beta=inf.beta,
-        beta_names=tuple(model.beta_names), beta_cov=inf.beta_cov, beta_cov_full=inf.beta_cov_full,
-        x=x, x_names=tuple(layout.names(model.beta_names)), x_cov=x_cov,
-        report=report, report_se=jax.tree.map(np.asarray, inf.report_se),
-        nll=float(opt.f), u=u, b=inf.b[:n], b_sd=inf.b_sd[:n],
-        random_names=tuple(model.random_names), converged=converged, status=status,
-        iterations=int(opt.iterations), max_abs_grad=float(np.max(np.abs(opt.g))),
-        hessian_pd=bool(inf.hessian_pd), inner_converged=inner_converged,
-        singular=singular, n_params=layout.n_theta + model.n_fixed,
-        time_compile=t_compile, time_fit=t_fit, messages=tuple(msgs),
-        extra={"laplace_reliable": bool(np.all(min_curvature(out)[:n] >= FLAT_CURVATURE)),
-               "n_agq": fs.spec.n_agq},
-    )
+    return result
+
+
+def make_results(models, datas, layout, fs, out, t_compile: float, t_fit: float) -> list:
+    """The :class:`FitResult` of every lane of a batch's output (leading axis: lanes), or
+    ``None`` for a lane that could not start. No warnings: each result has its ``messages``.
+    ``t_compile`` is reported by the first lane; ``t_fit`` is shared equally."""
+    inf, opt = out.inference, out.opt
+    lap, info = opt.aux[:2]
+    status = np.asarray(opt.status)
+    curvature = min_curvature(lap.step.chol_uu)                       # [lanes, N]
+    report = jax.tree.map(np.asarray, inf.report)
+    singular = np.broadcast_to(is_singular(report), status.shape)
+    grad = np.max(np.abs(np.asarray(opt.g)), axis=-1)
+    batch_signs = _batch_signs(models, layout, np.asarray(opt.x))
+    results = []
+    for j, (model, data) in enumerate(zip(models, datas)):
+        if status[j] == _optimise.BAD_START:
+            results.append(None)
+            continue
+        n = data.n_subjects
+        inner_converged = info.converged[j, :n]
+        converged = status[j] == _optimise.CONVERGED and bool(np.all(inner_converged))
+        status_text = _optimise.STATUS_MESSAGES.get(int(status[j]), "running")
+        reliable = bool(np.all(curvature[j, :n] >= FLAT_CURVATURE))
+        clean = converged and reliable and bool(inf.hessian_pd[j]) and not singular[j] and bool(np.all(lap.ok[j, :n]))
+        msgs = [] if clean else _conditions(data, lap.ok[j], info.converged[j], curvature[j], float(grad[j]), converged,
+                                            status_text, bool(inf.hessian_pd[j]), bool(singular[j]))
+        if batch_signs is None:
+            x, x_cov, u = _canonical(model, layout, opt.x[j], inf.x_cov[j], inf.u[j, :n])
+        else:
+            sx, su = batch_signs[0][j], batch_signs[1][j]
+            x, x_cov, u = opt.x[j] * sx, inf.x_cov[j] * np.outer(sx, sx), inf.u[j, :n] * su
+        results.append(FitResult(
+            method="REML" if fs.spec.reml else "ML", family=model.family, formula=model.formula,
+            group=model.group, ids=data.ids, n_obs=data.n_obs,
+            theta=layout.theta_of(x), beta=inf.beta[j],
+            beta_names=tuple(model.beta_names), beta_cov=inf.beta_cov[j], beta_cov_full=inf.beta_cov_full[j],
+            x=x, x_names=_x_names(layout, tuple(model.beta_names)), x_cov=x_cov,
+            report=jax.tree.map(lambda a: a[j], report), report_se=jax.tree.map(lambda a: np.asarray(a[j]), inf.report_se),
+            nll=float(opt.f[j]), u=u, b=inf.b[j, :n], b_sd=inf.b_sd[j, :n],
+            random_names=tuple(model.random_names), converged=converged, status=status_text,
+            iterations=int(opt.iterations[j]), max_abs_grad=float(grad[j]),
+            hessian_pd=bool(inf.hessian_pd[j]), inner_converged=inner_converged,
+            singular=bool(singular[j]), n_params=layout.n_theta + model.n_fixed,
+            time_compile=t_compile if j == 0 else 0.0, time_fit=t_fit / len(models), messages=tuple(msgs),
+            extra={"laplace_reliable": reliable, "n_agq": fs.spec.n_agq},
+        ))
+    return results

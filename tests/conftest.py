@@ -13,7 +13,7 @@ REFERENCE = ROOT / "tests" / "reference"
 sys.path.insert(0, str(ROOT / "models"))
 # Tests compile every program once per run and share them in memory; the on-disk cache would
 # only add files shared with any other process on the machine (it is tested in test_cache).
-os.environ.setdefault("ADMBJAX_COMPILATION_CACHE", "0")  # (off by default anyway)
+os.environ.setdefault("ADMBJAX_COMPILATION_CACHE", "0")
 
 import admbjax  # noqa: E402,F401  (enables float64 before any test builds arrays)
 

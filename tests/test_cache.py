@@ -1,4 +1,4 @@
-"""The persistent compilation cache: opt-in, in a per-user directory or a named one."""
+"""The persistent compilation cache: on by default in a per-user directory, or a named one, or off."""
 
 import jax
 
@@ -8,7 +8,9 @@ from admbjax import _cache
 def test_cache_directory_setting(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("ADMBJAX_COMPILATION_CACHE", raising=False)
-    assert _cache.cache_dir() is None                       # off by default (see _cache)
+    assert _cache.cache_dir() == tmp_path / "admbjax" / "jax"          # on by default
+    monkeypatch.setenv("ADMBJAX_COMPILATION_CACHE", "0")
+    assert _cache.cache_dir() is None
     monkeypatch.setenv("ADMBJAX_COMPILATION_CACHE", "1")
     assert _cache.cache_dir() == tmp_path / "admbjax" / "jax"
     monkeypatch.setenv("ADMBJAX_COMPILATION_CACHE", "off")
