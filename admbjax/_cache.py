@@ -15,10 +15,16 @@ fresh processes with the cache on, repeated, did not abort again (session 3).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import functools
+import hashlib
 import os
+import pickle
 from pathlib import Path
 
 import jax
+from jax.experimental import serialize_executable
 
 
 def cache_dir() -> Path | None:
@@ -46,3 +52,112 @@ def enable_compilation_cache() -> Path | None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return path
+
+
+# ---------------------------------------------------------------- compiled executables
+#
+# JAX looks a program up in its persistent cache only after tracing it, and tracing a fit
+# takes longer than loading it (sleepstudy: 1.7 s against 0.3 s). So admbjax also stores
+# each compiled fit under a key made from the fit's static description, and a new process
+# loads it without tracing. A key exists only where every function of the fit says what it
+# is (``admbjax_key``, set by the formula front end); hand-written models are traced.
+
+EXECUTABLES = "executables"
+
+
+def stable_key(obj) -> str | None:
+    """A string that identifies ``obj`` across processes, or ``None`` where it cannot.
+
+    Functions need an ``admbjax_key`` attribute; dataclasses and tuples are taken apart;
+    numbers, strings and ``None`` stand for themselves.
+    """
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return repr(obj)
+    if callable(obj) and hasattr(obj, "admbjax_key") and not dataclasses.is_dataclass(obj):
+        return f"<{obj.admbjax_key}>"
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        parts = [stable_key(getattr(obj, f.name)) for f in dataclasses.fields(obj)]
+        return None if None in parts else f"{type(obj).__qualname__}({', '.join(parts)})"
+    if isinstance(obj, (tuple, list)):
+        parts = [stable_key(a) for a in obj]
+        return None if None in parts else f"({', '.join(parts)})"
+    if isinstance(obj, jax.tree_util.PyTreeDef):
+        return str(obj)
+    if callable(obj) and getattr(obj, "__module__", "").startswith("admbjax.") and "<locals>" not in obj.__qualname__:
+        return f"{obj.__module__}.{obj.__qualname__}"
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _environment() -> str:
+    """What else a compiled program depends on: versions, backend, and admbjax's own code."""
+    import jaxlib
+
+    source = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.rglob("*.py")):
+        source.update(path.read_bytes())
+    return (f"jax {jax.__version__} jaxlib {jaxlib.__version__} {jax.default_backend()} "
+            f"{jax.devices()[0].device_kind} x64 {jax.config.jax_enable_x64} admbjax {source.hexdigest()}")
+
+
+def _path(key: str) -> Path | None:
+    base = cache_dir()
+    if base is None:
+        return None
+    return base / EXECUTABLES / (hashlib.sha256((_environment() + key).encode()).hexdigest() + ".pkl")
+
+
+def load_executable(key: str | None):
+    """The compiled program stored under ``key``, or ``None`` (absent, cache off, unreadable)."""
+    path = None if key is None else _path(key)
+    if path is None or not path.exists():
+        return None
+    try:
+        payload, in_tree, out_tree = pickle.loads(path.read_bytes())
+        return serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
+    except Exception:  # a stale or damaged entry is a cache miss, never an error
+        path.unlink(missing_ok=True)
+        return None
+
+
+def drop_executable(key: str | None) -> None:
+    """Remove the program stored under ``key``, if any."""
+    path = None if key is None else _path(key)
+    if path is not None:
+        path.unlink(missing_ok=True)
+
+
+_HITS = [0]   # JAX persistent-cache hits so far in this process
+
+
+def _count_hits(event: str, **kwargs) -> None:
+    if event == "/jax/compilation_cache/cache_hits":
+        _HITS[0] += 1
+
+
+jax.monitoring.register_event_listener(_count_hits)
+
+
+@contextlib.contextmanager
+def fresh_compile():
+    """Yields ``fresh()``: whether what was compiled inside came from the compiler rather than
+    from JAX's persistent cache. Only such programs are stored: jaxlib 0.10.2 serialises a
+    program that it loaded from its cache without its code ("Function ... not found" when it
+    runs in the next process)."""
+    before = _HITS[0]
+    yield lambda: _HITS[0] == before
+
+
+def store_executable(key: str | None, executable) -> None:
+    """Store a compiled program under ``key`` (atomically); a failure only skips the store."""
+    path = None if key is None else _path(key)
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        blob = pickle.dumps(serialize_executable.serialize(executable))
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(blob)
+        os.replace(tmp, path)
+    except Exception:
+        pass

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _gaussian, _laplace, _objective, _optimise
+from . import _cache, _gaussian, _laplace, _objective, _optimise
 from ._data import GroupedData
 from ._inference import Inference, infer
 from ._model import Model
@@ -72,29 +72,53 @@ def _shapes(tree):
     return treedef, tuple((np.shape(a), str(a.dtype if hasattr(a, "dtype") else np.result_type(a))) for a in leaves)
 
 
-def compiled(fs: FitSpec, args, transform=None):
+def compiled(fs: FitSpec, args, transform=None, disk: bool = True):
     """The compiled ``fit_program`` (or ``transform(fit_program)``) for ``args``' shapes.
 
-    Returns ``(executable, compile_seconds)``; ``compile_seconds`` is 0.0 on a cache hit.
+    Returns ``(executable, compile_seconds)``; ``compile_seconds`` is 0.0 on a hit in memory,
+    and the load time on a hit on disk (``_cache.load_executable``: formula fits only).
     """
     key = (fs, transform, _shapes(args))
     if key in _PROGRAMS:
         _PROGRAMS.move_to_end(key)
         return _PROGRAMS[key], 0.0
-    program = (lambda *a: fit_program(fs, *a)) if transform is None else transform(fs)
     t0 = time.perf_counter()
-    exe = jax.jit(program).lower(*args).compile()
+    disk_key = _cache.stable_key(key) if disk else None     # None: a function has no stable name
+    exe = _cache.load_executable(disk_key)
+    if exe is None:
+        program = (lambda *a: fit_program(fs, *a)) if transform is None else transform(fs)
+        with _cache.fresh_compile() as fresh:
+            exe = jax.jit(program).lower(*args).compile()
+        if fresh():
+            _cache.store_executable(disk_key, exe)
+    else:
+        _LOADED[key] = disk_key
     _PROGRAMS[key] = exe
     while len(_PROGRAMS) > MAX_PROGRAMS:
         _PROGRAMS.popitem(last=False)
     return exe, time.perf_counter() - t0
 
 
+#: Programs loaded from the disk store, by key: if one fails to run, it is dropped and rebuilt.
+_LOADED: dict = {}
+
+
 def run(fs: FitSpec, args, transform=None):
     """Compile (or reuse) and run; returns ``(FitOutput as numpy, compile_s, fit_s)``."""
     exe, t_compile = compiled(fs, args, transform)
     t0 = time.perf_counter()
-    out = jax.block_until_ready(exe(*args))
+    try:
+        out = jax.block_until_ready(exe(*args))
+    except Exception:
+        key = (fs, transform, _shapes(args))
+        if key not in _LOADED:
+            raise
+        _cache.drop_executable(_LOADED.pop(key))     # a stored program that does not run
+        _PROGRAMS.pop(key, None)
+        exe, t_again = compiled(fs, args, transform, disk=False)
+        t_compile += t_again
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(exe(*args))
     t_fit = time.perf_counter() - t0
     return jax.tree.map(np.asarray, out), t_compile, t_fit
 

@@ -28,7 +28,7 @@ from jax.scipy.stats import norm
 
 from ._data import _list, group_data
 from ._families import GAUSSIAN as GAUSSIAN_FAMILY
-from ._families import Family, get_family, glm_start, ols
+from ._families import FAMILIES, Family, get_family, glm_start, ols
 from ._laplace import LOG_2PI
 from ._model import Model
 from ._results import AdmbjaxWarning
@@ -380,7 +380,16 @@ def model_functions(family: Family, blocks: tuple):
         rows, cols = np.tril_indices(q, -1)
         return dict(family.report(theta), G=G, sd=sd, corr=G[rows, cols] / (sd[rows] * sd[cols]))
 
+    if FAMILIES.get(family.name) is family:   # a built-in family: the functions have a stable name
+        _name_functions(f"formula:{family.name}:{blocks}", nll=nll, report=report, ranef=ranef)
     return nll, report, ranef
+
+
+def _name_functions(prefix: str, **functions) -> None:
+    """Give functions the ``admbjax_key`` that lets their compiled fits be stored on disk
+    (``_cache.stable_key``): what they compute must follow from the key alone."""
+    for name, fn in functions.items():
+        fn.admbjax_key = f"{prefix}:{name}"
 
 
 @functools.lru_cache(maxsize=None)
@@ -406,6 +415,7 @@ def gaussian_stats_functions(blocks: tuple):
         per_row = data["n"] * (jnp.log(sigma) + 0.5 * LOG_2PI) + 0.5 * rss / sigma**2
         return jnp.sum(data["mask"] * per_row) - jnp.sum(norm.logpdf(u))
 
+    _name_functions(f"gaussian_stats:{blocks}", nll=nll)
     return nll, report, ranef
 
 

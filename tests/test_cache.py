@@ -1,7 +1,9 @@
 """The persistent compilation cache: on by default in a per-user directory, or a named one, or off."""
 
 import jax
+import numpy as np
 
+import admbjax
 from admbjax import _cache
 
 
@@ -26,3 +28,39 @@ def test_cache_is_enabled_on_import():
         assert not configured
     else:
         assert configured and jax.config.jax_persistent_cache_min_entry_size_bytes == 0
+
+
+def _fit_spec(model, grouped):
+    from admbjax import _fit, _objective
+
+    spec = _objective.Spec.of(model, "REML")
+    return (_fit.FitSpec(spec, model.report, model.ranef, 1e-6, 100, closed_form=model.closed_form), None,
+            _fit._shapes((spec.x0(model), spec.initial_mode(model, grouped.shape[0]), grouped.tree())))
+
+
+def test_formula_fits_have_a_stable_key_and_hand_written_ones_none():
+    from conftest import load_model
+
+    formula = "Reaction ~ Days + (Days | Subject)"
+    one = _cache.stable_key(_fit_spec(*admbjax.formula_model(formula, "sleepstudy")[:2]))
+    two = _cache.stable_key(_fit_spec(*admbjax.formula_model(formula, "sleepstudy")[:2]))
+    other = _cache.stable_key(_fit_spec(*admbjax.formula_model("Reaction ~ Days + (1 | Subject)", "sleepstudy")[:2]))
+    assert one is not None and one == two and other != one
+    hand_written = load_model("sleepstudy_lmm").build()
+    assert _cache.stable_key(_fit_spec(*hand_written)) is None
+
+
+def test_a_stored_program_is_loaded_without_tracing_and_gives_the_same_fit(monkeypatch, tmp_path):
+    from admbjax import _fit
+
+    monkeypatch.setenv("ADMBJAX_COMPILATION_CACHE", str(tmp_path))
+    monkeypatch.setattr(_fit, "_PROGRAMS", type(_fit._PROGRAMS)())
+    formula = "Reaction ~ Days + (1 | Subject)"
+    first = admbjax.fit_formula(formula, "sleepstudy")
+    assert len(list((tmp_path / _cache.EXECUTABLES).glob("*.pkl"))) == 1
+    monkeypatch.setattr(_fit, "_PROGRAMS", type(_fit._PROGRAMS)())
+    monkeypatch.setattr(_fit.jax, "jit", None)           # no tracing: the program must come from disk
+    again = admbjax.fit_formula(formula, "sleepstudy")
+    assert again.criterion == first.criterion
+    np.testing.assert_array_equal(again.x, first.x)
+    np.testing.assert_array_equal(again.x_cov, first.x_cov)
