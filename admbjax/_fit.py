@@ -44,10 +44,15 @@ class FitOutput(NamedTuple):
     inference: Inference
 
 
-def fit_program(fs: FitSpec, x0, mode0, data) -> FitOutput:
-    """Optimise and infer: a pure function of the initial values and the data."""
+def fit_program(fs: FitSpec, x0, mode0, data, budget=None) -> FitOutput:
+    """Optimise and infer: a pure function of the initial values and the data.
+
+    ``budget`` (traced) caps the iterations below ``fs.max_iter``: a batch runs every lane a
+    few iterations first, then only the unfinished ones again, from the start, in full.
+    """
+    max_iter = fs.max_iter if budget is None else budget
     if fs.closed_form is not None:
-        return _gaussian.fit_program(fs, x0, data)
+        return _gaussian.fit_program(fs, x0, data, max_iter)
 
     def vgh(x, mode, need_hessian):
         f, g, h, lap, info, dbeta = value_grad_hessian(fs.spec, x, mode, data, need_hessian)
@@ -55,7 +60,7 @@ def fit_program(fs: FitSpec, x0, mode0, data) -> FitOutput:
 
     placeholder = _laplace.placeholder(mode0) + (jnp.zeros((mode0.beta.shape[0], x0.shape[0])),)
     opt = _optimise.minimise(vgh, x0, mode0, lambda aux: aux[0].mode, placeholder,
-                             gtol=fs.gtol, max_iter=fs.max_iter, quasi_newton=fs.quasi_newton)
+                             gtol=fs.gtol, max_iter=max_iter, quasi_newton=fs.quasi_newton)
     lap, _, dbeta = opt.aux
     inference = infer(fs.spec, fs.report, fs.ranef, opt.x, opt.h, lap, dbeta)
     return FitOutput(opt, inference)

@@ -185,7 +185,7 @@ def moment_start(lambda_of, s, lam0):
     return jnp.where(usable, lam, lam0)
 
 
-def fit_program(fs, x0, data):
+def fit_program(fs, x0, data, max_iter=None):
     """``_fit.fit_program`` for a Gaussian model with ``fs.closed_form`` (``theta -> Lambda``).
 
     Newton's method with the exact Hessian starts where the profiled nll (``sigma``, and
@@ -205,8 +205,8 @@ def fit_program(fs, x0, data):
     start = profiled_x(lambda_of, spec, lam0, data)
     start = jnp.where(jnp.all(jnp.isfinite(start)), start, x0)
     # the Hessian is exact and cheap: full Newton steps throughout (no BFGS phase)
-    opt = _optimise.minimise(vgh, start, (), lambda aux: (), (), gtol=fs.gtol, max_iter=fs.max_iter,
-                             quasi_newton=False)
+    opt = _optimise.minimise(vgh, start, (), lambda aux: (), (), gtol=fs.gtol,
+                             max_iter=fs.max_iter if max_iter is None else max_iter, quasi_newton=False)
     lap, info = _laplace_state(lambda_of, spec, opt.x, data)
     if spec.reml:
         dbeta = jax.jacfwd(lambda x: marginal(lambda_of, spec, x, data)[1][0])(opt.x)

@@ -89,6 +89,7 @@ def minimise(vgh: Callable, x0, warm0, warm_of: Callable, aux0, *, gtol: float =
     a non-convex objective) the steps use its absolute-eigenvalue modification, which the
     BFGS updates then keep positive definite. Without it (batches, where every lane computes every
     branch anyway) every iteration evaluates the Hessian.
+    ``max_iter`` may be traced (a batch lane's budget).
     Returns the final :class:`OptState`; ``status`` is one of the codes above.
     """
     k = x0.shape[0]

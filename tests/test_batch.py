@@ -105,12 +105,15 @@ def test_parametric_bootstrap_runs_in_one_batch():
 
 @pytest.fixture(scope="module")
 def by_levels():
-    """Three levels: sleepstudy; a noisier, unbalanced copy; one subject only (not fittable)."""
+    """Four levels: sleepstudy; a noisier, unbalanced copy; one subject only (not fittable);
+    no subject effect at all (a singular fit that needs many iterations)."""
     base = admbjax.datasets.load("sleepstudy")
     rng = np.random.default_rng(3)
     noisy = base.assign(Reaction=base["Reaction"] + rng.normal(0, 20, len(base))).iloc[5:]
     lone = base[base["Subject"] == base["Subject"].iloc[0]]
-    df = pd.concat([base.assign(lab="a"), noisy.assign(lab="b"), lone.assign(lab="c")], ignore_index=True)
+    flat = base.assign(Reaction=250 + 10 * base["Days"] + np.random.default_rng(0).normal(0, 30, len(base)))
+    df = pd.concat([base.assign(lab="a"), noisy.assign(lab="b"), lone.assign(lab="c"), flat.assign(lab="d")],
+                   ignore_index=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         levels, results = admbjax.fit_formula_by("Reaction ~ Days + (Days | Subject)", df, by="lab")
@@ -118,15 +121,21 @@ def by_levels():
 
 
 def test_by_fits_equal_fits_of_each_level_alone(by_levels):
+    from admbjax import _batch
+
     df, levels, results, _ = by_levels
-    assert levels == ["a", "b", "c"]
-    for level, res in zip(levels[:2], results[:2]):
-        alone = admbjax.fit_formula("Reaction ~ Days + (Days | Subject)", df[df["lab"] == level])
+    assert levels == ["a", "b", "c", "d"]
+    assert results[3].singular and results[3].iterations > _batch.FIRST_PASS    # fitted in the second pass
+    for level, res in [(lev, r) for lev, r in zip(levels, results) if lev != "c"]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", admbjax.AdmbjaxWarning)     # level d is singular
+            alone = admbjax.fit_formula("Reaction ~ Days + (Days | Subject)", df[df["lab"] == level])
         assert res.criterion == pytest.approx(alone.criterion, rel=1e-8)
         np.testing.assert_allclose(res.beta, alone.beta, rtol=1e-6)
         np.testing.assert_allclose(res.x, alone.x, rtol=1e-6, atol=1e-8)
         np.testing.assert_allclose(res.beta_se, alone.beta_se, rtol=1e-6)
         assert res.n_obs == alone.n_obs and res.ids == alone.ids and res.converged
+        assert res.iterations == alone.iterations and res.singular == alone.singular
 
 
 def test_by_level_that_cannot_be_fitted_is_named_and_skipped(by_levels):
