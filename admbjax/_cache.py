@@ -4,7 +4,7 @@ Compile time is part of the user's wait: a second process fitting a model of the
 structure and shape loads the compiled program from disk instead of compiling it. Two
 stores share the directory: JAX's persistent compilation cache (any program, found after
 tracing it) and admbjax's store of formula fits (found without tracing; see below).
-sleepstudy from the command line: 8.6 s cold, 1.6 s warm (3.5 s with JAX's cache alone).
+sleepstudy from the command line: 9.6 s cold, 1.7 s warm (3.3 s with JAX's cache alone).
 The directory is ``$XDG_CACHE_HOME/admbjax/jax`` (``~/.cache/admbjax/jax``). ``ADMBJAX_COMPILATION_CACHE``
 changes that: ``0`` (or ``off``, ``false``, ``no``) turns it off, a path puts it there.
 A directory that cannot be created (a read-only home) turns it off silently.

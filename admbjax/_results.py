@@ -347,6 +347,8 @@ def make_results(models, datas, layout, fs, out, t_compile: float, t_fit: float)
     status = np.asarray(opt.status)
     curvature = min_curvature(lap.step.chol_uu)                       # [lanes, N]
     report = jax.tree.map(np.asarray, inf.report)
+    report_leaves, report_def = jax.tree.flatten(report)
+    se_leaves, se_def = jax.tree.flatten(jax.tree.map(np.asarray, inf.report_se))
     singular = np.broadcast_to(is_singular(report), status.shape)
     grad = np.max(np.abs(np.asarray(opt.g)), axis=-1)
     batch_signs = _batch_signs(models, layout, np.asarray(opt.x))
@@ -374,7 +376,8 @@ def make_results(models, datas, layout, fs, out, t_compile: float, t_fit: float)
             theta=layout.theta_of(x), beta=inf.beta[j],
             beta_names=tuple(model.beta_names), beta_cov=inf.beta_cov[j], beta_cov_full=inf.beta_cov_full[j],
             x=x, x_names=_x_names(layout, tuple(model.beta_names)), x_cov=x_cov,
-            report=jax.tree.map(lambda a: a[j], report), report_se=jax.tree.map(lambda a: np.asarray(a[j]), inf.report_se),
+            report=jax.tree.unflatten(report_def, [a[j] for a in report_leaves]),
+            report_se=jax.tree.unflatten(se_def, [a[j] for a in se_leaves]),
             nll=float(opt.f[j]), u=u, b=inf.b[j, :n], b_sd=inf.b_sd[j, :n],
             random_names=tuple(model.random_names), converged=converged, status=status_text,
             iterations=int(opt.iterations[j]), max_abs_grad=float(grad[j]),
