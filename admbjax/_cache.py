@@ -85,8 +85,9 @@ def stable_key(obj) -> str | None:
         return None if None in parts else f"({', '.join(parts)})"
     if isinstance(obj, jax.tree_util.PyTreeDef):
         return str(obj)
-    if callable(obj) and getattr(obj, "__module__", "").startswith("admbjax.") and "<locals>" not in obj.__qualname__:
-        return f"{obj.__module__}.{obj.__qualname__}"
+    module, name = getattr(obj, "__module__", None) or "", getattr(obj, "__qualname__", None) or "<locals>"
+    if callable(obj) and module.startswith("admbjax.") and "<locals>" not in name:
+        return f"{module}.{name}"
     return None
 
 

@@ -64,3 +64,13 @@ def test_a_stored_program_is_loaded_without_tracing_and_gives_the_same_fit(monke
     assert again.criterion == first.criterion
     np.testing.assert_array_equal(again.x, first.x)
     np.testing.assert_array_equal(again.x_cov, first.x_cov)
+
+
+def test_functions_without_a_module_or_name_have_no_key():
+    import functools
+
+    scope = {}
+    exec("def nll(theta, beta, u, data):\n    return 0.0\n", scope)    # __module__ is None
+    assert _cache.stable_key(scope["nll"]) is None
+    assert _cache.stable_key(functools.partial(print)) is None    # no __qualname__
+    assert _cache.stable_key((1, "a", None)) == "(1, 'a', None)"
