@@ -17,6 +17,7 @@ error message for that level; the other levels are fitted as usual.
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,7 @@ import pandas as pd
 from . import _formula
 from ._families import GAUSSIAN, get_family
 from ._model import Model
+from ._results import AdmbjaxWarning
 
 #: Functions in a formula that transform each row on its own (no state learned from data).
 STATELESS = frozenset({"I", "log", "log1p", "log2", "log10", "exp", "expm1", "sqrt", "abs"})
@@ -73,7 +75,13 @@ def _shared_lanes(formula, df, codes, levels, by, family, categorical, na_action
         return None
     split = _Split(codes, frame[group].cat.codes.to_numpy().astype(np.int64), len(levels))
     names, Xn = tuple(X.columns), X.to_numpy()
-    beta0, errors = _level_ols(split, Xn, y, names, levels, by)
+    beta0, errors, dropped = _level_ols(split, Xn, y, names, levels, by)
+    if len(dropped) == len(levels) and len(set(dropped.values())) == 1:   # all drop the same: as alone
+        gone = dropped[0]
+        warnings.warn(_formula.dropped_warning(gone), AdmbjaxWarning, stacklevel=4)
+        keep = [j for j, name in enumerate(names) if name not in gone]
+        names, Xn = tuple(names[j] for j in keep), Xn[:, keep]
+        beta0, errors, _ = _level_ols(split, Xn, y, names, levels, by)
     for i, n_groups in enumerate(split.n_groups):
         errors[i] = (errors[i] or _formula.too_few_groups(group, int(n_groups))
                      or _formula.unidentifiable(int(split.n_rows[i]), int(n_groups), tuple(Z.columns), group, GAUSSIAN))
@@ -146,24 +154,28 @@ class _Split:
 
 
 def _level_ols(split: _Split, X, y, names, levels, by):
-    """Least-squares ``beta`` of every level (normal equations), and per-level errors for
-    levels whose ``X`` is rank deficient (checked exactly where it is in doubt)."""
+    """Least-squares ``beta`` of every level (normal equations), per-level errors for levels
+    whose ``X`` is rank deficient (checked exactly where it is in doubt), and the columns
+    each such level would drop."""
     p = X.shape[1]
     XX = np.stack([np.stack([split.per_level(X[:, j] * X[:, k]) for k in range(p)], -1) for j in range(p)], -2)
     Xy = np.stack([split.per_level(X[:, j] * y) for j in range(p)], -1)
     scale = np.sqrt(np.maximum(np.diagonal(XX, axis1=1, axis2=2), 1e-300))
     eig = np.linalg.eigvalsh(XX / (scale[:, :, None] * scale[:, None, :]))
     errors = [None if n else f"level {levels[i]!r} of {by!r} has no rows left" for i, n in enumerate(split.n_rows)]
+    dropped = {}
     for i in np.flatnonzero(~(eig[:, 0] > FULL_RANK * eig[:, -1]) & (split.n_rows > 0)):
-        kept, dropped = _formula.drop_aliased(pd.DataFrame(X[split.codes == i], columns=list(names)))
-        if dropped:
+        kept, dropped[i] = _formula.drop_aliased(pd.DataFrame(X[split.codes == i], columns=list(names)))
+        if dropped[i]:
             errors[i] = (f"level {levels[i]!r} of {by!r} gives fixed effects {list(kept.columns)} "
-                         f"({_formula.dropped_warning(dropped)}), other levels {list(names)}: every level "
+                         f"({_formula.dropped_warning(dropped[i])}), the design {list(names)}: every level "
                          "must give the same design columns")
+        else:
+            del dropped[i]
     ok = np.array([e is None for e in errors])
     beta = np.zeros((split.n_levels, p))
     beta[ok] = np.linalg.solve(XX[ok], Xy[ok][..., None])[..., 0]
-    return beta, errors
+    return beta, errors, dropped
 
 
 def _level_statistics(split: _Split, y, X, Z, beta0):

@@ -156,3 +156,16 @@ def test_by_builds_per_level_designs_where_one_design_would_differ():
     assert levels == [0, 1]
     assert results[1].criterion == pytest.approx(alone.criterion, rel=1e-8)
     np.testing.assert_allclose(results[1].beta, alone.beta, rtol=1e-6)
+
+
+def test_by_column_in_the_formula_is_dropped_in_every_level_as_alone():
+    base = admbjax.datasets.load("sleepstudy")
+    df = pd.concat([base.assign(grp=0.0), base.iloc[10:].assign(grp=1.0)], ignore_index=True)
+    formula = "Reaction ~ Days + grp + (Days | Subject)"
+    with pytest.warns(admbjax.AdmbjaxWarning, match=r"dropping 1 column / coefficient \(grp\)"):
+        levels, results = admbjax.fit_formula_by(formula, df, by="grp")
+    with pytest.warns(admbjax.AdmbjaxWarning, match=r"dropping 1 column"):
+        alone = admbjax.fit_formula(formula, df[df["grp"] == 1.0])
+    assert results[1].beta_names == alone.beta_names == ("(Intercept)", "Days")
+    assert results[1].criterion == pytest.approx(alone.criterion, rel=1e-8)
+    np.testing.assert_allclose(results[1].beta, alone.beta, rtol=1e-6)
