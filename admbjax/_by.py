@@ -88,7 +88,6 @@ def _shared_lanes(formula, df, codes, levels, by, family, categorical, na_action
     stats = _level_statistics(split, y, Xn, Z.to_numpy(), beta0)
     base = _base_model(formula, names, tuple(Z.columns), group, blocks)
     categories = np.asarray(frame[group].cat.categories, dtype=object)
-    lambda0 = _formula.lambda_index(blocks)[2].astype(float)
     out = []
     for i in range(len(levels)):
         if errors[i]:
@@ -96,7 +95,7 @@ def _shared_lanes(formula, df, codes, levels, by, family, categorical, na_action
             continue
         n_g = int(split.n_groups[i])
         sigma = np.sqrt(stats["rr"][i].sum() / split.n_rows[i]) + 1e-8
-        model = base.with_start({"lambda": lambda0, "log_sigma": np.asarray(np.log(sigma))}, beta0[i])
+        model = base.with_start({"lambda": base.theta["lambda"], "log_sigma": np.asarray(np.log(sigma))}, beta0[i])
         out.append((model, split.grouped(stats, i, categories[split.subject_codes(i)], n_g)))
     return out
 
@@ -132,10 +131,6 @@ class _Split:
 
     def per_level(self, weights):
         return np.bincount(self.codes, weights=weights, minlength=self.n_levels)
-
-    def per_subject(self, weights):
-        return np.bincount(self.slot, weights=weights, minlength=self.n_levels * self.width).reshape(
-            self.n_levels, self.width)
 
     def grouped(self, stats, i, ids, n_g):
         from ._data import GroupedData
@@ -181,15 +176,9 @@ def _level_ols(split: _Split, X, y, names, levels, by):
 def _level_statistics(split: _Split, y, X, Z, beta0):
     """``_formula.sufficient_statistics`` of every level at once: ``[levels, width, ...]``."""
     r = y - np.einsum("np,np->n", X, beta0[split.codes])
-
-    def total(a, b):
-        return np.stack([np.stack([split.per_subject(a[:, j] * b[:, k]) for k in range(b.shape[1])], -1)
-                         for j in range(a.shape[1])], -2)
-
-    r1 = r[:, None]
-    return {"n": split.per_subject(np.ones_like(r)), "rr": total(r1, r1)[..., 0, 0],
-            "Xr": total(X, r1)[..., 0], "Zr": total(Z, r1)[..., 0], "XX": total(X, X), "XZ": total(X, Z),
-            "ZZ": total(Z, Z), "beta0": np.broadcast_to(beta0[:, None, :], (split.n_levels, split.width, X.shape[1]))}
+    stats = _formula.subject_totals(split.slot, split.n_levels * split.width, r, X, Z)
+    stats = {k: v.reshape((split.n_levels, split.width) + v.shape[1:]) for k, v in stats.items()}
+    return dict(stats, beta0=np.broadcast_to(beta0[:, None, :], (split.n_levels, split.width, X.shape[1])))
 
 
 def _base_model(formula, beta_names, random_names, group, blocks) -> Model:

@@ -419,24 +419,28 @@ def gaussian_stats_functions(blocks: tuple):
     return nll, report, ranef
 
 
-def sufficient_statistics(d: Design, beta0: np.ndarray) -> dict:
-    """Per-subject ``n, r'r, X'r, Z'r, X'X, X'Z, Z'Z`` (one row per subject), ``r = y - X beta0``."""
-    codes = np.asarray(d.groups.codes)
-    n_groups = len(d.groups.categories)
-    r = d.y - d.X @ beta0
+def subject_totals(index: np.ndarray, n_slots: int, r, X, Z) -> dict:
+    """Sums over the rows of each slot (``index``: row -> slot, a subject) of ``n, r'r, X'r,
+    Z'r, X'X, X'Z, Z'Z``: one row of statistics per slot (``[n_slots, ...]``)."""
 
-    def total(a, b):  # per-subject sums of a[:, j] * b[:, k]: [n_groups, ja, kb]
-        out = np.empty((n_groups, a.shape[1], b.shape[1]))
+    def total(a, b):  # per-slot sums of a[:, j] * b[:, k]: [n_slots, ja, kb]
+        out = np.empty((n_slots, a.shape[1], b.shape[1]))
         for j in range(a.shape[1]):
             for k in range(b.shape[1]):
-                out[:, j, k] = np.bincount(codes, weights=a[:, j] * b[:, k], minlength=n_groups)
+                out[:, j, k] = np.bincount(index, weights=a[:, j] * b[:, k], minlength=n_slots)
         return out
 
     r1 = r[:, None]
-    return {"n": np.bincount(codes, minlength=n_groups).astype(float), "rr": total(r1, r1)[:, 0, 0],
-            "Xr": total(d.X, r1)[..., 0], "Zr": total(d.Z, r1)[..., 0], "XX": total(d.X, d.X),
-            "XZ": total(d.X, d.Z), "ZZ": total(d.Z, d.Z),
-            "beta0": np.broadcast_to(beta0, (n_groups, len(beta0))).copy()}
+    return {"n": np.bincount(index, minlength=n_slots).astype(float), "rr": total(r1, r1)[:, 0, 0],
+            "Xr": total(X, r1)[..., 0], "Zr": total(Z, r1)[..., 0], "XX": total(X, X), "XZ": total(X, Z),
+            "ZZ": total(Z, Z)}
+
+
+def sufficient_statistics(d: Design, beta0: np.ndarray) -> dict:
+    """Per-subject ``n, r'r, X'r, Z'r, X'X, X'Z, Z'Z`` (one row per subject), ``r = y - X beta0``."""
+    n_groups = len(d.groups.categories)
+    stats = subject_totals(np.asarray(d.groups.codes), n_groups, d.y - d.X @ beta0, d.X, d.Z)
+    return dict(stats, beta0=np.broadcast_to(beta0, (n_groups, len(beta0))).copy())
 
 
 def unidentifiable(n: int, n_groups: int, random_names, group: str, family: Family) -> str | None:

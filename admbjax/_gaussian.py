@@ -185,8 +185,9 @@ def moment_start(lambda_of, s, lam0):
     return jnp.where(usable, lam, lam0)
 
 
-def fit_program(fs, x0, data, max_iter=None):
-    """``_fit.fit_program`` for a Gaussian model with ``fs.closed_form`` (``theta -> Lambda``).
+def fit_program(fs, x0, data, max_iter):
+    """``_fit.fit_program`` for a Gaussian model with ``fs.closed_form`` (``theta -> Lambda``);
+    ``max_iter`` is ``fs.max_iter`` or a batch lane's (traced) budget.
 
     Newton's method with the exact Hessian starts where the profiled nll (``sigma``, and
     ``beta`` for ML, at their optimum given ``Lambda``) is at :func:`moment_start`'s
@@ -206,7 +207,7 @@ def fit_program(fs, x0, data, max_iter=None):
     start = jnp.where(jnp.all(jnp.isfinite(start)), start, x0)
     # the Hessian is exact and cheap: full Newton steps throughout (no BFGS phase)
     opt = _optimise.minimise(vgh, start, (), lambda aux: (), (), gtol=fs.gtol,
-                             max_iter=fs.max_iter if max_iter is None else max_iter, quasi_newton=False)
+                             max_iter=max_iter, quasi_newton=False)
     lap, info = _laplace_state(lambda_of, spec, opt.x, data)
     if spec.reml:
         dbeta = jax.jacfwd(lambda x: marginal(lambda_of, spec, x, data)[1][0])(opt.x)

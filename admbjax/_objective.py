@@ -70,8 +70,7 @@ class Spec:
         return _laplace.Mode(beta, np.zeros((n_subjects, self.n_random)))
 
     def x0(self, model: Model) -> np.ndarray:
-        parts = [np.ravel(a) for a in jax.tree.leaves(model.theta)]
-        return np.concatenate(parts + ([np.asarray(model.beta)] if self.layout.beta_in_x else []))
+        return self.layout.flat(model.theta, model.beta)
 
 
 def marginal(spec: Spec, x, mode_init: _laplace.Mode, data, n_steps: int = 2, search=True):
