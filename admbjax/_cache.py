@@ -110,10 +110,28 @@ def _path(key: str) -> Path | None:
     return base / EXECUTABLES / (hashlib.sha256((_environment() + key).encode()).hexdigest() + ".pkl")
 
 
+@functools.cache
+def _kernels_ready() -> bool:
+    """Set up the kernels a compiled program may call outside XLA's own code.
+
+    Lowering a call to LAPACK (``eigh`` on CPU) is what points jaxlib's LAPACK kernels at
+    their implementation; a stored program is loaded without lowering, so in a new process
+    its first LAPACK call would crash the process. ``jax.export`` does the same set-up when it
+    loads a program. Where that hook is missing, stored programs are not used.
+    """
+    try:
+        from jax._src.lax import linalg
+
+        linalg.initialize_lapack()
+        return True
+    except Exception:
+        return False
+
+
 def load_executable(key: str | None):
     """The compiled program stored under ``key``, or ``None`` (absent, cache off, unreadable)."""
     path = None if key is None else _path(key)
-    if path is None or not path.exists():
+    if path is None or not path.exists() or not _kernels_ready():
         return None
     try:
         payload, in_tree, out_tree = pickle.loads(path.read_bytes())

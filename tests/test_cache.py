@@ -74,3 +74,23 @@ def test_functions_without_a_module_or_name_have_no_key():
     assert _cache.stable_key(scope["nll"]) is None
     assert _cache.stable_key(functools.partial(print)) is None    # no __qualname__
     assert _cache.stable_key((1, "a", None)) == "(1, 'a', None)"
+
+
+def test_a_stored_program_that_calls_lapack_runs_in_a_new_process(monkeypatch, tmp_path):
+    """A program with a LAPACK call (``eigh`` on CPU) stored by one process runs in the next:
+    loading it must set up jaxlib's LAPACK kernels, which only lowering does otherwise (the
+    process crashed with SIGSEGV before)."""
+    import subprocess
+    import sys
+
+    import jax.numpy as jnp
+
+    monkeypatch.setenv("ADMBJAX_COMPILATION_CACHE", str(tmp_path))
+    a = np.array([[2.0, 1.0], [1.0, 3.0]])
+    program = jax.jit(lambda m: jnp.linalg.eigh(m)[0]).lower(a).compile()
+    _cache.store_executable("test-eigh", program)
+    code = ("import numpy as np; from admbjax import _cache; f = _cache.load_executable('test-eigh'); "
+            "print(repr(np.asarray(f(np.array([[2.0, 1.0], [1.0, 3.0]]))).tolist()))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    np.testing.assert_allclose(eval(proc.stdout.strip()), np.linalg.eigvalsh(a), rtol=1e-12)
