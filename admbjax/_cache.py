@@ -160,13 +160,22 @@ jax.monitoring.register_event_listener(_count_hits)
 
 
 @contextlib.contextmanager
-def fresh_compile():
+def fresh_compile(storable: bool):
     """Yields ``fresh()``: whether what was compiled inside came from the compiler rather than
-    from JAX's persistent cache. Only such programs are stored: jaxlib 0.10.2 serialises a
+    from JAX's persistent cache. Only such programs can be stored: jaxlib 0.10.2 serialises a
     program that it loaded from its cache without its code ("Function ... not found" when it
-    runs in the next process)."""
+    runs in the next process). So a ``storable`` program (one with a key) is compiled with
+    JAX's cache off: once stored it is loaded from this store, and were it taken from JAX's
+    cache it could never be stored (after an upgrade of admbjax that leaves the program as it
+    was, every run would trace it again)."""
     before = _HITS[0]
-    yield lambda: _HITS[0] == before
+    enabled = jax.config.jax_enable_compilation_cache
+    if storable:
+        jax.config.update("jax_enable_compilation_cache", False)
+    try:
+        yield lambda: _HITS[0] == before
+    finally:
+        jax.config.update("jax_enable_compilation_cache", enabled)
 
 
 def store_executable(key: str | None, executable) -> None:

@@ -92,7 +92,7 @@ def compiled(fs: FitSpec, args, transform=None, disk: bool = True):
     exe = _cache.load_executable(disk_key)
     if exe is None:
         program = (lambda *a: fit_program(fs, *a)) if transform is None else transform(fs)
-        with _cache.fresh_compile() as fresh:
+        with _cache.fresh_compile(storable=disk_key is not None and _cache.cache_dir() is not None) as fresh:
             exe = jax.jit(program).lower(*args).compile()
         if fresh():
             _cache.store_executable(disk_key, exe)

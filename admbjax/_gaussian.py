@@ -147,8 +147,10 @@ def moment_start(lambda_of, s, lam0):
     """A starting ``theta["lambda"]`` from the method of moments (Swamy 1970).
 
     Each subject whose ``Z_i'Z_i`` is well conditioned (``m`` of them) gets its own least-
-    squares coefficients ``b_i = (Z_i'Z_i)^{-1} Z_i'r_i``. Then
-    ``sigma0^2 = sum_i (r_i'r_i - b_i'Z_i'r_i) / (sum_i n_i - q m)`` and
+    squares coefficients ``b_i = (Z_i'Z_i)^{-1} Z_i'(r_i - X_i d)``, where ``d`` corrects
+    ``beta0`` by the within-subject regression on ``X`` (:func:`_within_beta`; ``p_w`` the
+    directions of ``X`` not in the span of the subjects' ``Z``). Then
+    ``sigma0^2 = sum_i (|r_i - X_i d|^2 - b_i'Z_i'(r_i - X_i d)) / (sum_i n_i - q m - p_w)`` and
     ``G0 = cov(b_i) - sigma0^2 mean_i (Z_i'Z_i)^{-1}``, and ``Lambda0`` is the Cholesky factor
     of ``G0 / sigma0^2`` restricted to the blocks of ``Lambda``. Where ``G0`` is not positive
     definite (the fit is then likely singular) its variances are floored at 1e-4 of the
@@ -169,9 +171,12 @@ def moment_start(lambda_of, s, lam0):
     chol = jnp.where(ok[:, None, None], chol, eye)
     w = ok.astype(zz.dtype)
     m = jnp.sum(w)
+    d, p_within = _within_beta(s, chol, w)
+    zr = zr - jnp.einsum("npq,p->nq", s["XZ"], d)                   # Z_i'(r_i - X_i d)
     b = _linalg.cho_solve(chol, zr)
-    dof = jnp.sum(w * s["n"]) - q * m
-    sigma2 = jnp.sum(w * (s["rr"] - jnp.sum(b * zr, -1))) / jnp.where(dof > 0, dof, 1.0)
+    rr = s["rr"] - 2.0 * s["Xr"] @ d + jnp.einsum("p,npk,k->n", d, s["XX"], d)
+    dof = jnp.sum(w * s["n"]) - q * m - p_within
+    sigma2 = jnp.sum(w * (rr - jnp.sum(b * zr, -1))) / jnp.where(dof > 0, dof, 1.0)
     dev = (b - jnp.sum(w[:, None] * b, 0) / jnp.maximum(m, 1.0)) * w[:, None]
     cov = dev.T @ dev / jnp.maximum(m - 1.0, 1.0)
     zz_inv = jnp.sum(w[:, None, None] * _linalg.cho_solve(chol, jnp.broadcast_to(eye, zz.shape)), 0)
@@ -185,6 +190,49 @@ def moment_start(lambda_of, s, lam0):
     return jnp.where(usable, lam, lam0)
 
 
+#: Directions of ``X`` whose within-subject sum of squares is below this fraction of their
+#: total lie in the span of the subjects' ``Z`` (an intercept, a between-subject covariate).
+WITHIN_RANK = 1e-8
+
+
+def _within_beta(s, chol_zz, w):
+    """``(d, p_w)``: the within-subject least-squares correction of ``beta0`` (residuals ``r``
+    regressed on ``X`` after each subject's own ``Z`` fit is removed) and the number of
+    directions of ``X`` it estimates (pseudo-inverse of the within cross-product ``W``)."""
+    zx = jnp.swapaxes(s["XZ"], -1, -2)                                          # [N, q, p]
+    proj = _linalg.cho_solve(chol_zz, zx)                                       # (Z'Z)^-1 Z'X
+    W = jnp.einsum("n,npk->pk", w, s["XX"] - jnp.einsum("npq,nqk->npk", s["XZ"], proj))
+    v = jnp.einsum("n,np->p", w, s["Xr"] - jnp.einsum("npq,nq->np", s["XZ"], _linalg.cho_solve(chol_zz, s["Zr"])))
+    scale = jnp.sqrt(jnp.maximum(jnp.einsum("n,npp->p", w, s["XX"]), jnp.finfo(W.dtype).tiny))
+    ev, vec = jnp.linalg.eigh(W / jnp.outer(scale, scale))
+    keep = ev > WITHIN_RANK
+    inv = (vec * jnp.where(keep, 1.0 / jnp.where(keep, ev, 1.0), 0.0)) @ vec.T
+    return (inv @ (v / scale)) / scale, jnp.sum(keep)
+
+
+def _nll_beta(lambda_of, spec, x, data):
+    """``(nll, beta)`` at ``x``: REML's ``beta`` (the PLS solution) is empty for ML."""
+    nll, aux = marginal(lambda_of, spec, x, data)
+    return nll, (aux[0] if spec.reml else aux[0][:0])
+
+
+def fd_hessian(value_grad_aux, x):
+    """``((value, aux), gradient, Hessian, d aux / dx)`` at ``x`` from ``value_grad_aux`` (a
+    vmapped ``value_and_grad`` with ``aux``, exact) at ``x`` and ``x +- h e_j``: the Hessian
+    by central differences of the exact gradient, as the engine's default (relative error
+    ~1e-8; ``_objective.FD_STEP``). One vmapped gradient compiles to a program about half
+    the size of forward-over-reverse AD's."""
+    from ._objective import FD_STEP
+
+    k = x.shape[0]
+    steps = FD_STEP * (1.0 + jnp.abs(x))
+    shifts = jnp.concatenate([jnp.zeros((1, k), x.dtype), jnp.diag(steps), -jnp.diag(steps)])
+    (values, aux), grads = value_grad_aux(x + shifts)
+    h = (grads[1:k + 1] - grads[k + 1:]) / (2.0 * steps[:, None])
+    daux = ((aux[1:k + 1] - aux[k + 1:]) / (2.0 * steps[:, None])).T
+    return (values[0], aux[0]), grads[0], 0.5 * (h + h.T), daux
+
+
 def fit_program(fs, x0, data, max_iter):
     """``_fit.fit_program`` for a Gaussian model with ``fs.closed_form`` (``theta -> Lambda``);
     ``max_iter`` is ``fs.max_iter`` or a batch lane's (traced) budget.
@@ -196,22 +244,20 @@ def fit_program(fs, x0, data, max_iter):
     from ._fit import FitOutput
 
     spec, lambda_of = fs.spec, fs.closed_form
-    f = lambda x: marginal(lambda_of, spec, x, data)[0]
+    value_grad_beta = jax.vmap(jax.value_and_grad(lambda x: _nll_beta(lambda_of, spec, x, data), has_aux=True))
 
     def vgh(x, warm, need_hessian):
-        value, grad = jax.value_and_grad(f)(x)
-        return value, grad, jax.hessian(f)(x), ()
+        (value, beta), grad, hessian, dbeta = fd_hessian(value_grad_beta, x)
+        return value, grad, hessian, dbeta
 
     lam0 = moment_start(lambda_of, totals(data)[0], spec.layout.theta_of(x0)["lambda"])
     start = profiled_x(lambda_of, spec, lam0, data)
     start = jnp.where(jnp.all(jnp.isfinite(start)), start, x0)
     # the Hessian is exact and cheap: full Newton steps throughout (no BFGS phase)
-    opt = _optimise.minimise(vgh, start, (), lambda aux: (), (), gtol=fs.gtol,
+    k, p = x0.shape[0], spec.layout.p if spec.reml else 0
+    opt = _optimise.minimise(vgh, start, (), lambda aux: (), jnp.zeros((p, k), x0.dtype), gtol=fs.gtol,
                              max_iter=max_iter, quasi_newton=False)
     lap, info = _laplace_state(lambda_of, spec, opt.x, data)
-    if spec.reml:
-        dbeta = jax.jacfwd(lambda x: marginal(lambda_of, spec, x, data)[1][0])(opt.x)
-    else:
-        dbeta = jnp.zeros((0, x0.shape[0]), x0.dtype)
+    dbeta = opt.aux
     opt = opt._replace(aux=(lap, info, dbeta), last_aux=(lap, info, dbeta))
     return FitOutput(opt, infer(spec, fs.report, fs.ranef, opt.x, opt.h, lap, dbeta))
