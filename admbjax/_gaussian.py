@@ -237,27 +237,34 @@ def fit_program(fs, x0, data, max_iter):
     """``_fit.fit_program`` for a Gaussian model with ``fs.closed_form`` (``theta -> Lambda``);
     ``max_iter`` is ``fs.max_iter`` or a batch lane's (traced) budget.
 
-    Newton's method with the exact Hessian starts where the profiled nll (``sigma``, and
-    ``beta`` for ML, at their optimum given ``Lambda``) is at :func:`moment_start`'s
-    ``Lambda`` (``x0``'s is the fallback): for balanced data that is the optimum already.
+    Newton's method starts where the profiled nll (``sigma``, and ``beta`` for ML, at their
+    optimum given ``Lambda``) is at :func:`moment_start`'s ``Lambda`` (``x0``'s is the
+    fallback): for balanced data that is the optimum already. The Hessian is, with
+    ``fs.spec.hessian``, central differences of the exact gradient (``"fd"``, the default:
+    the program compiles in about half the time) or forward-over-reverse AD (``"exact"``:
+    it runs about 30% faster, which is what matters in a batch of thousands of fits).
     """
     from ._fit import FitOutput
 
     spec, lambda_of = fs.spec, fs.closed_form
-    value_grad_beta = jax.vmap(jax.value_and_grad(lambda x: _nll_beta(lambda_of, spec, x, data), has_aux=True))
+    k, p = x0.shape[0], spec.layout.p if spec.reml else 0
+    nll_beta = lambda x: _nll_beta(lambda_of, spec, x, data)
+    value_grad_beta = jax.value_and_grad(nll_beta, has_aux=True)
 
     def vgh(x, warm, need_hessian):
-        (value, beta), grad, hessian, dbeta = fd_hessian(value_grad_beta, x)
+        if spec.hessian == "exact":
+            (value, _), grad = value_grad_beta(x)
+            return value, grad, jax.hessian(lambda x: nll_beta(x)[0])(x), jnp.zeros((p, k), x.dtype)
+        (value, _), grad, hessian, dbeta = fd_hessian(jax.vmap(value_grad_beta), x)
         return value, grad, hessian, dbeta
 
     lam0 = moment_start(lambda_of, totals(data)[0], spec.layout.theta_of(x0)["lambda"])
     start = profiled_x(lambda_of, spec, lam0, data)
     start = jnp.where(jnp.all(jnp.isfinite(start)), start, x0)
-    # the Hessian is exact and cheap: full Newton steps throughout (no BFGS phase)
-    k, p = x0.shape[0], spec.layout.p if spec.reml else 0
+    # the Hessian is cheap: full Newton steps throughout (no BFGS phase)
     opt = _optimise.minimise(vgh, start, (), lambda aux: (), jnp.zeros((p, k), x0.dtype), gtol=fs.gtol,
                              max_iter=max_iter, quasi_newton=False)
     lap, info = _laplace_state(lambda_of, spec, opt.x, data)
-    dbeta = opt.aux
+    dbeta = jax.jacfwd(lambda x: nll_beta(x)[1])(opt.x) if spec.hessian == "exact" else opt.aux
     opt = opt._replace(aux=(lap, info, dbeta), last_aux=(lap, info, dbeta))
     return FitOutput(opt, infer(spec, fs.report, fs.ranef, opt.x, opt.h, lap, dbeta))
