@@ -21,7 +21,7 @@ from . import _objective, _optimise
 from ._checks import check_model_on_data
 from ._data import _list
 from ._fit import FitSpec, fit_program, pop_closed_form, run
-from ._results import AdmbjaxWarning, make_results
+from ._results import AdmbjaxWarning, LaneTable
 
 
 def _batched(fs: FitSpec):
@@ -44,6 +44,36 @@ def _check_same_structure(models) -> None:
                 or jax.tree.structure(m.theta) != jax.tree.structure(first.theta)):
             raise ValueError(f"`models[{i}]` differs in structure from `models[0]` (functions, parameters or "
                              "random effects): a batch fits one model structure")
+
+
+class ListLanes:
+    """The lanes of a batch given as one model and one dataset each (:func:`fit_batch`).
+
+    A batch's lanes provide ``model(i)`` and ``data(i)`` (lane ``i``'s :class:`Model` and
+    :class:`GroupedData`, for its result), the arrays ``n_subjects`` and ``n_obs``,
+    ``formula_varies``, ``signs`` (the model's ``signs`` where every lane shares it) and
+    ``inputs(spec, idx)``: the program's stacked ``(x0, mode0, data)`` for lanes ``idx``.
+    ``_by.SharedLanes`` provides the same from one design split by level.
+    """
+
+    def __init__(self, models, datas):
+        self.models, self.datas = models, datas
+        self.n_subjects = np.array([d.n_subjects for d in datas])
+        self.n_obs = np.array([d.n_obs for d in datas])
+        self.formula_varies = any(m.formula != models[0].formula for m in models)
+        self.signs = models[0].signs if all(m.signs is models[0].signs for m in models) else None
+        self._shape = _common_shape(datas)
+
+    def model(self, i):
+        return self.models[i]
+
+    def data(self, i):
+        return self.datas[i]
+
+    def inputs(self, spec, idx):
+        n_sub, n_max = self._shape
+        return _stack([(spec.x0(self.models[i]), spec.initial_mode(self.models[i], n_sub),
+                        self.datas[i].padded(n_sub, n_max).tree()) for i in idx])
 
 
 class _Progress:
@@ -78,68 +108,87 @@ def fit_batch(models, datas, method: str = "REML", *, chunk_size: int = 1024, pr
       progress: show a progress bar over chunks (default: when stderr is a terminal).
 
     Returns:
-      A list of :class:`FitResult`, one per dataset, each equal to the same fit done alone.
-      A lane whose model does not run on its data gets ``None`` and a warning naming it.
+      A :class:`BatchResults`: a sequence of :class:`FitResult`, one per dataset, each equal
+      to the same fit done alone, with the batch's numbers also as arrays (``criterion``,
+      ``converged``, ...). A lane whose model does not run on its data gets ``None`` and a
+      warning naming it.
     """
     datas = list(datas)
     models = list(models) if isinstance(models, (list, tuple)) else [models] * len(datas)
     if len(models) != len(datas) or not datas:
         raise ValueError(f"`models` ({len(models)}) and `datas` ({len(datas)}) must be non-empty and match")
     _check_same_structure(models)
-    check_model_on_data(models[0], datas[0])   # structure (scalar nll, padding) once; data per lane below
-    n_sub, n_max = _common_shape(datas)
-    closed_form = pop_closed_form(models[0], options)
-    spec = _objective.Spec.of(models[0], method, **options)
+    lanes = ListLanes(models, datas)
+    results = fit_lanes(lanes, np.arange(len(datas)), method, chunk_size=chunk_size, progress=progress, gtol=gtol,
+                        max_iter=max_iter, **options)
+    return results
+
+
+def fit_lanes(lanes, index, method: str, *, chunk_size: int = 1024, progress: bool | None = None,
+              gtol: float = 1e-6, max_iter: int = 100, **options):
+    """Fit every lane of ``lanes`` (:class:`ListLanes` or ``_by.SharedLanes``) in one batch;
+    a :class:`BatchResults` over positions ``index`` (a lane each, or -1), with warnings."""
+    from ._batch_results import BatchResults
+
+    n = len(lanes.n_obs)
+    base = lanes.model(0)
+    check_model_on_data(base, lanes.data(0))   # structure (scalar nll, padding) once; data per lane below
+    closed_form = pop_closed_form(base, options)
+    if closed_form is not None:      # a batch waits for its run, not its compile: the faster-running Hessian
+        options.setdefault("hessian", "exact")
+    spec = _objective.Spec.of(base, method, **options)
     # every lane runs every branch of a vmapped program: full Newton steps, no BFGS phase
-    fs = FitSpec(spec, models[0].report, models[0].ranef, float(gtol), int(max_iter), quasi_newton=False,
+    fs = FitSpec(spec, base.report, base.ranef, float(gtol), int(max_iter), quasi_newton=False,
                  closed_form=closed_form)
-    results, bad = [None] * len(datas), {}
-    bar = _Progress(len(datas), progress)
+    tables, bad = [], {}
+    bar = _Progress(n, progress)
     # lanes per call rounded up to a power of two: batches of similar size share one program
-    chunk = max(1, min(int(chunk_size), 1 << (len(datas) - 1).bit_length()))
-    pending, owed, compile_s = list(range(len(datas))), {}, 0.0   # owed: fit s of lanes run again
+    chunk = max(1, min(int(chunk_size), 1 << (n - 1).bit_length()))
+    pending, owed, compile_s = np.arange(n), np.zeros(n), 0.0   # owed: fit s of lanes run again
     # closed-form fits mostly converge at once: a short first pass, then the rest again
     budgets = sorted({min(FIRST_PASS, int(max_iter)), int(max_iter)}) if closed_form else [int(max_iter)]
     for budget in budgets:
         unfinished = []
         for start in range(0, len(pending), chunk):
             idx = pending[start:start + chunk]
-            part = [(spec.x0(models[i]), spec.initial_mode(models[i], n_sub), datas[i].padded(n_sub, n_max).tree())
-                    for i in idx]
-            args = _stack(part + [part[0]] * (chunk - len(part)))  # same shape every chunk: one compile
+            args = _pad_lanes(lanes.inputs(spec, idx), chunk)   # same shape every chunk: one compile
             # a lane with non-finite data runs (lanes are independent) but is reported as not fitted
             finite = np.all([np.isfinite(a).reshape(chunk, -1).all(axis=1) for a in jax.tree.leaves(args[2])],
                             axis=0)[:len(idx)]
             out, t_compile, t_fit = run(fs, args + (np.full(chunk, budget, np.int32),), transform=_batched)
             again = finite & (out.opt.status[:len(idx)] == _optimise.MAX_ITER) & (budget < max_iter)
-            done = np.flatnonzero(~again)
             per_lane, compile_s = t_fit / len(idx), compile_s + t_compile
-            for i in [idx[k] for k in np.flatnonzero(again)]:
-                unfinished.append(i)
-                owed[i] = per_lane
-            fit_s = per_lane * len(done) + sum(owed.pop(idx[k], 0.0) for k in done)
-            lanes = jax.tree.map(lambda a: a[done], out)
-            for k, res in zip(done, make_results([models[idx[k]] for k in done], [datas[idx[k]] for k in done],
-                                                 spec.layout, fs, lanes, compile_s if len(done) else 0.0, fit_s)):
-                if finite[k]:
-                    results[idx[k]] = res
-                else:
-                    bad[idx[k]] = _nonfinite(datas[idx[k]])
+            unfinished.append(idx[again])
+            owed[idx[again]] += per_lane
+            keep = ~again & finite
+            for i in idx[~finite]:
+                bad[int(i)] = _nonfinite(lanes.data(int(i)))
+            done = idx[keep]
             if len(done):
+                fit_s = (per_lane * len(done) + owed[done].sum()) / len(done)
+                table_out = jax.tree.map(lambda a: a[np.flatnonzero(keep)], out)
+                tables.append((done, LaneTable.of(table_out, spec.layout, fs, lanes.signs, compile_s, fit_s)))
                 compile_s = 0.0
-            bar.step(len(done))
-        pending = unfinished
-    if len(bad) == len(datas):
+            bar.step(int((~again).sum()))
+        pending = np.concatenate(unfinished) if unfinished else pending[:0]
+    if len(bad) == n:
         raise ValueError(f"no dataset of the batch can be fitted: {bad[0]}")
-    _warn_summary(results, bad)
+    results = BatchResults(lanes, index, tables)
+    _warn_summary(results, index, bad)
     return results
 
 
+def _pad_lanes(args, chunk: int):
+    """``args`` (leading axis: lanes) padded to ``chunk`` lanes with copies of the first."""
+    return jax.tree.map(lambda a: np.concatenate([a, np.repeat(a[:1], chunk - len(a), axis=0)])
+                        if len(a) < chunk else a, args)
+
+
 #: Iterations every lane of a closed-form batch gets first. Lanes run in lock-step, so a chunk
-#: costs as many iterations as its slowest lane; most closed-form fits converge within these
-#: (balanced data at the first), and only the rest run again, from their start, in full:
-#: the same iterations as a fit done alone.
-FIRST_PASS = 4
+#: costs as many iterations as its slowest lane; most closed-form fits converge at the first
+#: (balanced data start at the optimum), and only the rest run again, from their start, in
+#: full: the same iterations as a fit done alone.
+FIRST_PASS = 1
 
 
 def _nonfinite(data) -> str:
@@ -152,20 +201,25 @@ def _nonfinite(data) -> str:
     return "its data are not finite"
 
 
-def _warn_summary(results, bad) -> None:
+def _warn_summary(results, index, bad) -> None:
+    """One warning per kind of failure in a batch, naming the positions (fits or levels)."""
+    position = {int(lane): k for k, lane in enumerate(index) if lane >= 0}
     for i, msg in bad.items():
-        warnings.warn(f"batch fit {i} was not fitted: {msg}", AdmbjaxWarning, stacklevel=3)
-    no_start = [i for i, r in enumerate(results) if r is None and i not in bad]
+        warnings.warn(f"batch fit {position.get(i, i)} was not fitted: {msg}", AdmbjaxWarning, stacklevel=4)
+    bad_positions = {position.get(i, i) for i in bad}
+    no_start = [k for k in np.flatnonzero(~results.fitted & (np.asarray(index) >= 0)) if k not in bad_positions]
     if no_start:
         warnings.warn(f"batch fits {_list(no_start)} could not start: the objective or its derivatives are not "
-                      "finite at their initial values", AdmbjaxWarning, stacklevel=3)
-    failed = [i for i, r in enumerate(results) if r is not None and not r.converged]
-    if failed:
-        warnings.warn(f"{len(failed)} of {len(results)} batch fits did not converge (fits {failed[:10]}"
-                      f"{'...' if len(failed) > 10 else ''}); see each result's `messages`", AdmbjaxWarning, stacklevel=3)
-    singular = sum(1 for r in results if r is not None and r.singular)
+                      "finite at their initial values", AdmbjaxWarning, stacklevel=4)
+    failed = np.flatnonzero(results.fitted & ~results.converged)
+    if len(failed):
+        warnings.warn(f"{len(failed)} of {len(results)} batch fits did not converge (fits {failed[:10].tolist()}"
+                      f"{'...' if len(failed) > 10 else ''}); see each result's `messages`", AdmbjaxWarning,
+                      stacklevel=4)
+    singular = int(np.sum(results.singular))
     if singular:
-        warnings.warn(f"{singular} of {len(results)} batch fits are boundary (singular) fits", AdmbjaxWarning, stacklevel=3)
+        warnings.warn(f"{singular} of {len(results)} batch fits are boundary (singular) fits", AdmbjaxWarning,
+                      stacklevel=4)
 
 
 # ---------------------------------------------------------------- formula front end
@@ -186,19 +240,14 @@ def fit_formula_by(formula: str, data, by: str, family="gaussian", method: str =
     df = read_data(data)
     if by not in df.columns:
         raise ValueError(f"`by` column {by!r} is not in `data`; available: {list(df.columns)}")
-    levels, built = lanes(formula, df, by, family, categorical, na_action)
-    good = [i for i, lane in enumerate(built) if not isinstance(lane, str)]
-    if not good:
-        raise ValueError(f"no level of {by!r} can be fitted: level {levels[0]!r}: {built[0]}")
-    for i, lane in enumerate(built):
-        if isinstance(lane, str):
-            warnings.warn(f"level {levels[i]!r} of {by!r} was not fitted: {lane}", AdmbjaxWarning, stacklevel=2)
+    levels, built, index, errors = lanes(formula, df, by, family, categorical, na_action)
+    if built is None:
+        raise ValueError(f"no level of {by!r} can be fitted: level {levels[0]!r}: {errors[0]}")
+    for level, error in zip(levels, errors):
+        if error is not None:
+            warnings.warn(f"level {level!r} of {by!r} was not fitted: {error}", AdmbjaxWarning, stacklevel=2)
     options.setdefault("global_mode", not get_family(family).log_concave)
-    fitted = fit_batch([built[i][0] for i in good], [built[i][1] for i in good], method, **options)
-    results = [None] * len(levels)
-    for i, res in zip(good, fitted):
-        results[i] = res
-    return levels, results
+    return levels, fit_lanes(built, index, method, **options)
 
 
 def fit_formula_responses(formula: str, data, responses, family="gaussian", method: str = "REML",

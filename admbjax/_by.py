@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 import warnings
 
+import jax
 import numpy as np
 import pandas as pd
 
@@ -44,13 +45,26 @@ def level_codes(values: pd.Series, by: str):
 
 
 def lanes(formula: str, df: pd.DataFrame, by: str, family, categorical, na_action):
-    """``(levels, lanes)``: per level ``(model, grouped data)``, or an error message (str)."""
+    """``(levels, lanes, index, errors)``: the batch's lanes (``SharedLanes`` or
+    ``_batch.ListLanes``), each level's lane (-1: not fitted) and why a level is not fitted."""
+    from ._batch import ListLanes
+
     df = df.reset_index(drop=True)
     levels, codes = level_codes(df[by], by)
     shared = _shared_lanes(formula, df, codes, levels, by, family, categorical, na_action)
     if shared is not None:
-        return levels, shared
-    return levels, [_level_lane(formula, df[codes == i], family, categorical, na_action) for i in range(len(levels))]
+        built, errors = shared
+        return (levels,) + _index(built, errors)
+    built = [_level_lane(formula, df[codes == i], family, categorical, na_action) for i in range(len(levels))]
+    errors = [lane if isinstance(lane, str) else None for lane in built]
+    good = [lane for lane in built if not isinstance(lane, str)]
+    return (levels,) + _index(ListLanes([m for m, _ in good], [d for _, d in good]) if good else None, errors)
+
+
+def _index(built, errors):
+    fitted = np.array([e is None for e in errors])
+    index = np.where(fitted, np.cumsum(fitted) - 1, -1)
+    return built, index, errors
 
 
 def _level_lane(formula, rows, family, categorical, na_action):
@@ -66,7 +80,8 @@ def _stateless(formula: str) -> bool:
 
 
 def _shared_lanes(formula, df, codes, levels, by, family, categorical, na_action):
-    """The lanes from one design, or ``None`` where that would differ from per-level designs."""
+    """``(SharedLanes, errors)`` from one design, or ``None`` where that would differ from
+    per-level designs."""
     if get_family(family) is not GAUSSIAN or not _stateless(formula):
         return None
     group, frame, y, _, X, Z, blocks = _formula.design_frames(formula, df, categorical, na_action)
@@ -85,19 +100,54 @@ def _shared_lanes(formula, df, codes, levels, by, family, categorical, na_action
     for i, n_groups in enumerate(split.n_groups):
         errors[i] = (errors[i] or _formula.too_few_groups(group, int(n_groups))
                      or _formula.unidentifiable(int(split.n_rows[i]), int(n_groups), tuple(Z.columns), group, GAUSSIAN))
+    kept = np.flatnonzero([e is None for e in errors])
+    if not len(kept):
+        return None, errors
     stats = _level_statistics(split, y, Xn, Z.to_numpy(), beta0)
     base = _base_model(formula, names, tuple(Z.columns), group, blocks)
     categories = np.asarray(frame[group].cat.categories, dtype=object)
-    out = []
-    for i in range(len(levels)):
-        if errors[i]:
-            out.append(errors[i])
-            continue
-        n_g = int(split.n_groups[i])
-        sigma = np.sqrt(stats["rr"][i].sum() / split.n_rows[i]) + 1e-8
-        model = base.with_start({"lambda": base.theta["lambda"], "log_sigma": np.asarray(np.log(sigma))}, beta0[i])
-        out.append((model, split.grouped(stats, i, categories[split.subject_codes(i)], n_g)))
-    return out
+    sigma = np.sqrt(stats["rr"].sum(axis=1) / np.maximum(split.n_rows, 1)) + 1e-8
+    return SharedLanes(base, split, stats, beta0, np.log(sigma), kept, categories), errors
+
+
+class SharedLanes:
+    """The lanes of ``fit_formula_by`` from one design split by level (the levels ``kept``),
+    as :class:`_batch.ListLanes` gives them from per-level models and data."""
+
+    formula_varies = False
+
+    def __init__(self, base: Model, split, stats, beta0, log_sigma0, kept, categories):
+        self.base, self.split, self.stats, self.kept, self.categories = base, split, stats, kept, categories
+        self.beta0, self.log_sigma0 = beta0[kept], log_sigma0[kept]
+        self.n_subjects, self.n_obs = split.n_groups[kept], split.n_rows[kept]
+        self.signs = base.signs
+
+    def _theta(self, lanes):
+        lam = self.base.theta["lambda"]
+        return {"lambda": np.broadcast_to(lam, (len(lanes),) + lam.shape), "log_sigma": self.log_sigma0[lanes]}
+
+    def model(self, i):
+        theta = jax.tree.map(lambda a: np.asarray(a[0]), self._theta([i]))
+        return self.base.with_start(theta, self.beta0[i])
+
+    def data(self, i):
+        level = self.kept[i]
+        ids = self.categories[self.split.subject_codes(level)]
+        return self.split.grouped(self.stats, level, ids, int(self.n_subjects[i]))
+
+    def inputs(self, spec, idx):
+        """The program's ``(x0, mode0, data)`` for lanes ``idx``, stacked: what
+        ``ListLanes.inputs`` gives for :meth:`model` and :meth:`data`, without building them."""
+        from ._laplace import Mode
+
+        levels, width = self.kept[idx], self.split.width
+        beta = self.beta0[idx]
+        x0 = spec.layout.flat_lanes(self._theta(idx), beta)
+        mode0 = Mode(beta if spec.reml else np.zeros((len(idx), 0)), np.zeros((len(idx), width, spec.n_random)))
+        real = (np.arange(width) < self.n_subjects[idx][:, None]).astype(float)
+        data = {"arrays": {k: v[levels][:, :, None] for k, v in self.stats.items()},
+                "mask": real[:, :, None], "subject_mask": real}
+        return x0, mode0, data
 
 
 def _every_category_in_every_level(frame, group, codes, n_levels) -> bool:
@@ -115,7 +165,13 @@ class _Split:
 
     def __init__(self, codes, group_codes, n_levels):
         n_cat = int(group_codes.max()) + 1
-        pairs, subject = np.unique(codes * n_cat + group_codes, return_inverse=True)
+        key = codes * n_cat + group_codes
+        if n_levels * n_cat <= 4 * len(key):       # dense: rank the (level, group) pairs by counting
+            present = np.bincount(key, minlength=n_levels * n_cat) > 0
+            pairs, rank = np.flatnonzero(present), np.cumsum(present) - 1
+            subject = rank[key]
+        else:
+            pairs, subject = np.unique(key, return_inverse=True)
         self.pair_level, self.pair_group = pairs // n_cat, pairs % n_cat
         self.n_groups = np.bincount(self.pair_level, minlength=n_levels)
         self.first = np.concatenate([[0], np.cumsum(self.n_groups)[:-1]])

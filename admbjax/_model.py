@@ -172,6 +172,18 @@ class ParamLayout:
         xp = jnp if any(isinstance(a, jax.Array) for a in parts) else np
         return xp.concatenate([xp.ravel(xp.asarray(a, dtype=xp.float64)) for a in parts])
 
+    def flat_lanes(self, theta, beta):
+        """``x`` of many lanes (``[lanes, size]``, numpy) from ``theta``'s leaves and ``beta``
+        with a leading lane axis: :meth:`flat` of each lane."""
+        beta = np.asarray(beta, dtype=np.float64)
+        parts = [np.asarray(a, dtype=np.float64).reshape(len(beta), -1) for a in jax.tree.leaves(theta)]
+        return np.concatenate(parts + ([beta] if self.beta_in_x else []), axis=1)
+
+    def theta_lanes(self, X):
+        """``theta`` of many lanes (leaves ``[lanes, ...]``) from their ``x`` (``[lanes, size]``)."""
+        leaves = [X[:, a:b].reshape((X.shape[0],) + tuple(shape)) for a, b, shape in self._slices]
+        return jax.tree.unflatten(self.treedef, leaves)
+
     def names(self, beta_names) -> list[str]:
         """Names of the entries of ``x``."""
         names = []

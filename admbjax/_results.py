@@ -307,17 +307,13 @@ def _canonical(model, layout, x, x_cov, u):
     return x * sx, x_cov * np.outer(sx, sx), u * np.asarray(u_signs)
 
 
-def _batch_signs(models, layout, X):
-    """``(sx [lanes, k], su [lanes, q])``: every lane's ``model.signs`` at once, where all
-    lanes share one ``signs`` that takes a batch of thetas (``signs.batched``); else ``None``."""
-    signs = models[0].signs
-    if signs is None or not getattr(signs, "batched", False) or any(m.signs is not signs for m in models):
+def _batch_signs(signs, layout, X):
+    """``(sx [lanes, k], su [lanes, q])``: every lane's ``signs`` at once, where ``signs``
+    (shared by all lanes) takes a batch of thetas (``signs.batched``); else ``None``."""
+    if signs is None or not getattr(signs, "batched", False):
         return None
-    lanes = len(models)
-    X = X[:lanes]
-    theta = jax.tree.unflatten(layout.treedef, [X[:, a:b].reshape((lanes,) + tuple(shape))
-                                                for a, b, shape in layout._slices])
-    theta_signs, u_signs = signs(theta)
+    lanes = X.shape[0]
+    theta_signs, u_signs = signs(layout.theta_lanes(X))
     parts = [np.reshape(a, (lanes, -1)) for a in jax.tree.leaves(theta_signs)]
     sx = np.concatenate(parts + [np.ones((lanes, X.shape[1] - layout.n_theta))], axis=1)
     return sx, np.asarray(u_signs)
@@ -331,59 +327,85 @@ def _x_names(layout, beta_names: tuple) -> tuple:
 def make_result(model, data: GroupedData, layout, fs, out, t_compile: float, t_fit: float) -> FitResult:
     """Build the :class:`FitResult` from the compiled program's output; warn once per condition."""
     _check_start(data, out)
-    result = make_results([model], [data], layout, fs, jax.tree.map(lambda a: np.asarray(a)[None], out),
-                          t_compile, t_fit)[0]
+    table = LaneTable.of(jax.tree.map(lambda a: np.asarray(a)[None], out), layout, fs, None, t_compile, t_fit)
+    result = table.result(0, model, data)
     for m in result.messages:
         warnings.warn(m, AdmbjaxWarning, stacklevel=3)
     return result
 
 
-def make_results(models, datas, layout, fs, out, t_compile: float, t_fit: float) -> list:
-    """The :class:`FitResult` of every lane of a batch's output (leading axis: lanes), or
-    ``None`` for a lane that could not start. No warnings: each result has its ``messages``.
-    ``t_compile`` is reported by the first lane; ``t_fit`` is shared equally."""
-    inf, opt = out.inference, out.opt
-    lap, info = opt.aux[:2]
-    status = np.asarray(opt.status)
-    curvature = min_curvature(lap.step.chol_uu)                       # [lanes, N]
-    report = jax.tree.map(np.asarray, inf.report)
-    report_leaves, report_def = jax.tree.flatten(report)
-    se_leaves, se_def = jax.tree.flatten(jax.tree.map(np.asarray, inf.report_se))
-    singular = np.broadcast_to(is_singular(report), status.shape)
-    grad = np.max(np.abs(np.asarray(opt.g)), axis=-1)
-    batch_signs = _batch_signs(models, layout, np.asarray(opt.x))
-    results = []
-    for j, (model, data) in enumerate(zip(models, datas)):
-        if status[j] == _optimise.BAD_START:
-            results.append(None)
-            continue
+@dataclass(frozen=True, eq=False)
+class LaneTable:
+    """The fitted lanes of a batch chunk (leading axis: lanes), and what their results are
+    computed from, vectorised over lanes. :meth:`result` builds one lane's
+    :class:`FitResult`; a batch builds them on access (``_batch_results.BatchResults``)."""
+
+    out: Any                  # the program's FitOutput, numpy
+    layout: Any
+    fs: Any
+    status: np.ndarray
+    curvature: np.ndarray     # [lanes, N] smallest eigenvalue of H_uu
+    singular: np.ndarray
+    grad: np.ndarray          # max |gradient|
+    signs: tuple | None       # (sx, su) of every lane (a shared batched ``signs``), or None
+    t_compile: float          # reported by lane 0
+    t_fit: float              # each lane's
+
+    @classmethod
+    def of(cls, out, layout, fs, signs, t_compile: float, t_fit: float) -> "LaneTable":
+        """``signs``: the lanes' shared ``model.signs`` if it takes a batch, else ``None``."""
+        opt = out.opt
+        status = np.asarray(opt.status)
+        return cls(out, layout, fs, status, min_curvature(opt.aux[0].step.chol_uu),
+                   np.broadcast_to(is_singular(out.inference.report), status.shape),
+                   np.max(np.abs(np.asarray(opt.g)), axis=-1), _batch_signs(signs, layout, np.asarray(opt.x)),
+                   t_compile, t_fit)
+
+    def __len__(self) -> int:
+        return len(self.status)
+
+    @property
+    def nll(self) -> np.ndarray:
+        return np.asarray(self.out.opt.f)
+
+    def converged(self, n_subjects) -> np.ndarray:
+        """Whether each lane converged, inner solves included (``n_subjects`` per lane)."""
+        inner = self.out.opt.aux[1].converged
+        real = np.arange(inner.shape[1]) < np.asarray(n_subjects)[:, None]
+        return (self.status == _optimise.CONVERGED) & np.all(inner | ~real, axis=1)
+
+    def result(self, j: int, model, data: GroupedData) -> FitResult | None:
+        """Lane ``j``'s :class:`FitResult` (``None`` if it could not start); no warnings."""
+        if self.status[j] == _optimise.BAD_START:
+            return None
+        inf, opt, layout = self.out.inference, self.out.opt, self.layout
+        lap, info = opt.aux[:2]
         n = data.n_subjects
         inner_converged = info.converged[j, :n]
-        converged = status[j] == _optimise.CONVERGED and bool(np.all(inner_converged))
-        status_text = _optimise.STATUS_MESSAGES.get(int(status[j]), "running")
-        reliable = bool(np.all(curvature[j, :n] >= FLAT_CURVATURE))
-        clean = converged and reliable and bool(inf.hessian_pd[j]) and not singular[j] and bool(np.all(lap.ok[j, :n]))
-        msgs = [] if clean else _conditions(data, lap.ok[j], info.converged[j], curvature[j], float(grad[j]), converged,
-                                            status_text, bool(inf.hessian_pd[j]), bool(singular[j]))
-        if batch_signs is None:
+        converged = self.status[j] == _optimise.CONVERGED and bool(np.all(inner_converged))
+        status_text = _optimise.STATUS_MESSAGES.get(int(self.status[j]), "running")
+        reliable = bool(np.all(self.curvature[j, :n] >= FLAT_CURVATURE))
+        singular, grad, hessian_pd = bool(self.singular[j]), float(self.grad[j]), bool(inf.hessian_pd[j])
+        clean = converged and reliable and hessian_pd and not singular and bool(np.all(lap.ok[j, :n]))
+        msgs = [] if clean else _conditions(data, lap.ok[j], info.converged[j], self.curvature[j], grad, converged,
+                                            status_text, hessian_pd, singular)
+        if self.signs is None:
             x, x_cov, u = _canonical(model, layout, opt.x[j], inf.x_cov[j], inf.u[j, :n])
         else:
-            sx, su = batch_signs[0][j], batch_signs[1][j]
+            sx, su = self.signs[0][j], self.signs[1][j]
             x, x_cov, u = opt.x[j] * sx, inf.x_cov[j] * np.outer(sx, sx), inf.u[j, :n] * su
-        results.append(FitResult(
-            method="REML" if fs.spec.reml else "ML", family=model.family, formula=model.formula,
+        return FitResult(
+            method="REML" if self.fs.spec.reml else "ML", family=model.family, formula=model.formula,
             group=model.group, ids=data.ids, n_obs=data.n_obs,
             theta=layout.theta_of(x), beta=inf.beta[j],
             beta_names=tuple(model.beta_names), beta_cov=inf.beta_cov[j], beta_cov_full=inf.beta_cov_full[j],
             x=x, x_names=_x_names(layout, tuple(model.beta_names)), x_cov=x_cov,
-            report=jax.tree.unflatten(report_def, [a[j] for a in report_leaves]),
-            report_se=jax.tree.unflatten(se_def, [a[j] for a in se_leaves]),
+            report=jax.tree.map(lambda a: a[j], inf.report), report_se=jax.tree.map(lambda a: a[j], inf.report_se),
             nll=float(opt.f[j]), u=u, b=inf.b[j, :n], b_sd=inf.b_sd[j, :n],
             random_names=tuple(model.random_names), converged=converged, status=status_text,
-            iterations=int(opt.iterations[j]), max_abs_grad=float(grad[j]),
-            hessian_pd=bool(inf.hessian_pd[j]), inner_converged=inner_converged,
-            singular=bool(singular[j]), n_params=layout.n_theta + model.n_fixed,
-            time_compile=t_compile if j == 0 else 0.0, time_fit=t_fit / len(models), messages=tuple(msgs),
-            extra={"laplace_reliable": reliable, "n_agq": fs.spec.n_agq},
-        ))
-    return results
+            iterations=int(opt.iterations[j]), max_abs_grad=grad,
+            hessian_pd=hessian_pd, inner_converged=inner_converged,
+            singular=singular, n_params=layout.n_theta + model.n_fixed,
+            time_compile=self.t_compile if j == 0 else 0.0, time_fit=self.t_fit, messages=tuple(msgs),
+            extra={"laplace_reliable": reliable, "n_agq": self.fs.spec.n_agq},
+        )

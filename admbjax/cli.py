@@ -43,21 +43,23 @@ def _fit(args) -> int:
 
 
 def _fit_by(args, categorical) -> int:
+    import numpy as np
+
     from ._batch import fit_formula_by
 
     levels, results = fit_formula_by(args.formula, args.data, args.by, family=args.family, method=args.method,
                                      categorical=categorical, na_action=args.na_action)
-    lines = []
-    print(f"{args.by:>12} {'criterion':>14} {'converged':>9} {'singular':>8}  fixed effects")
-    for level, res in zip(levels, results):
-        record = {"by": _plain(level), "error": "not fitted (see warnings)"} if res is None else dict(res.to_dict(), by=_plain(level))
-        lines.append(json.dumps(record))
-        if res is not None:
-            print(f"{str(level):>12} {res.criterion:14.6f} {str(res.converged):>9} {str(res.singular):>8}  "
-                  + " ".join(f"{b:.5g}" for b in res.beta))
+    by = [_plain(level) for level in levels]
     if args.json:
         with open(args.json, "w") as fh:
-            fh.write("\n".join(lines) + "\n")
+            fh.write("\n".join(results.json_lines([{"by": level} for level in by])) + "\n")
+    fitted, criterion, converged, singular, beta = (results.fitted, results.criterion, results.converged,
+                                                    results.singular, results.beta)
+    lines = [f"{args.by:>12} {'criterion':>14} {'converged':>9} {'singular':>8}  fixed effects"]
+    for k in np.flatnonzero(fitted):
+        lines.append(f"{str(levels[k]):>12} {criterion[k]:14.6f} {str(converged[k]):>9} {str(singular[k]):>8}  "
+                     + " ".join(f"{b:.5g}" for b in beta[k]))
+    print("\n".join(lines))
     return 0
 
 

@@ -78,6 +78,26 @@ def test_cli_by_writes_json_lines(tmp_path, capsys):
     assert records[0]["n_groups"] == early.n_groups and records[1]["n_obs"] == 180 - early.n_obs
 
 
+def test_batch_arrays_and_json_lines_equal_each_fit(by_levels, batch):
+    """A batch's arrays and JSON lines (written from its arrays) say what each FitResult says:
+    the same JSON text as ``json.dumps(result.to_dict())``, for a by-batch (with an unfitted
+    level and a singular one) and a responses batch (with a failed lane)."""
+    _, levels, by_results, _ = by_levels
+    results, _ = batch
+    for fits, extra in [(by_results, [{"by": lev} for lev in levels]), (results, None)]:
+        lines = fits.json_lines(extra)
+        for k, res in enumerate(fits):
+            tail = {} if extra is None else extra[k]
+            if res is None:
+                assert json.loads(lines[k]) == dict({"error": "not fitted (see warnings)"}, **tail)
+                assert not fits.fitted[k] and np.isnan(fits.criterion[k]) and np.isnan(fits.beta[k]).all()
+                continue
+            assert lines[k] == json.dumps(dict(res.to_dict(), **tail))
+            assert fits.criterion[k] == res.criterion and fits.converged[k] == res.converged
+            assert fits.singular[k] == res.singular and np.array_equal(fits.beta[k], res.beta)
+    assert by_results.singular.tolist() == [False, False, False, True]
+
+
 def test_simulate_matches_the_model_moments():
     """Simulated responses have the fitted model's mean X beta and covariance V = ZGZ' + sigma^2 I."""
     from admbjax._batch import simulate
