@@ -95,7 +95,7 @@ class _Progress:
             sys.stderr.flush()
 
 
-def fit_batch(models, datas, method: str = "REML", *, chunk_size: int = 1024, progress: bool | None = None,
+def fit_batch(models, datas, method: str = "REML", *, chunk_size: int = 512, progress: bool | None = None,
               gtol: float = 1e-6, max_iter: int = 100, **options):
     """Fit many datasets (and/or starting values) of one model structure in one program.
 
@@ -124,7 +124,7 @@ def fit_batch(models, datas, method: str = "REML", *, chunk_size: int = 1024, pr
     return results
 
 
-def fit_lanes(lanes, index, method: str, *, chunk_size: int = 1024, progress: bool | None = None,
+def fit_lanes(lanes, index, method: str, *, chunk_size: int = 512, progress: bool | None = None,
               gtol: float = 1e-6, max_iter: int = 100, **options):
     """Fit every lane of ``lanes`` (:class:`ListLanes` or ``_by.SharedLanes``) in one batch;
     a :class:`BatchResults` over positions ``index`` (a lane each, or -1), with warnings."""

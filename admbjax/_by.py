@@ -40,6 +40,9 @@ def level_codes(values: pd.Series, by: str):
     """``(levels, codes)``: the sorted distinct values of column ``by`` and each row's index."""
     if values.isna().any():
         raise ValueError(f"`by` column {by!r} has {int(values.isna().sum())} missing value(s)")
+    if pd.api.types.is_numeric_dtype(values):
+        codes, uniques = pd.factorize(values, sort=True)
+        return uniques.tolist(), codes.astype(np.int64)
     levels = sorted(values.unique().tolist(), key=lambda v: (str(type(v)), v))
     return levels, pd.Categorical(values, categories=levels).codes.astype(np.int64)
 
