@@ -255,7 +255,7 @@ def fit_program(fs, x0, data, max_iter):
         if spec.hessian == "exact":
             (value, _), grad = value_grad_beta(x)
             return value, grad, jax.hessian(lambda x: nll_beta(x)[0])(x), jnp.zeros((p, k), x.dtype)
-        (value, _), grad, hessian, dbeta = fd_hessian(jax.vmap(value_grad_beta), x)
+        (value, _), grad, hessian, dbeta = fd_hessian(lambda xs: jax.lax.map(value_grad_beta, xs), x)
         return value, grad, hessian, dbeta
 
     lam0 = moment_start(lambda_of, totals(data)[0], spec.layout.theta_of(x0)["lambda"])
