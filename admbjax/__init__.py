@@ -15,6 +15,7 @@ enable_compilation_cache()
 from ._data import GroupedData as GroupedData  # noqa: E402
 from ._data import group_data as group_data  # noqa: E402
 from ._batch import bootstrap as bootstrap  # noqa: E402
+from ._batch_results import BatchResults as BatchResults  # noqa: E402
 from ._batch import fit_batch as fit_batch  # noqa: E402
 from ._batch import fit_formula_by as fit_formula_by  # noqa: E402
 from ._batch import fit_formula_responses as fit_formula_responses  # noqa: E402

@@ -125,9 +125,10 @@ def fit_batch(models, datas, method: str = "REML", *, chunk_size: int = 512, pro
 
 
 def fit_lanes(lanes, index, method: str, *, chunk_size: int = 512, progress: bool | None = None,
-              gtol: float = 1e-6, max_iter: int = 100, **options):
+              gtol: float = 1e-6, max_iter: int = 100, label=None, **options):
     """Fit every lane of ``lanes`` (:class:`ListLanes` or ``_by.SharedLanes``) in one batch;
-    a :class:`BatchResults` over positions ``index`` (a lane each, or -1), with warnings."""
+    a :class:`BatchResults` over positions ``index`` (a lane each, or -1), with warnings
+    that name positions by ``label(k)`` (default: "batch fit k")."""
     from ._batch_results import BatchResults
 
     n = len(lanes.n_obs)
@@ -174,7 +175,7 @@ def fit_lanes(lanes, index, method: str, *, chunk_size: int = 512, progress: boo
     if len(bad) == n:
         raise ValueError(f"no dataset of the batch can be fitted: {bad[0]}")
     results = BatchResults(lanes, index, tables)
-    _warn_summary(results, index, bad)
+    _warn_summary(results, index, bad, label or (lambda k: f"batch fit {k}"))
     return results
 
 
@@ -201,21 +202,21 @@ def _nonfinite(data) -> str:
     return "its data are not finite"
 
 
-def _warn_summary(results, index, bad) -> None:
-    """One warning per kind of failure in a batch, naming the positions (fits or levels)."""
+def _warn_summary(results, index, bad, label) -> None:
+    """One warning per kind of failure in a batch, naming the positions by ``label``."""
     position = {int(lane): k for k, lane in enumerate(index) if lane >= 0}
     for i, msg in bad.items():
-        warnings.warn(f"batch fit {position.get(i, i)} was not fitted: {msg}", AdmbjaxWarning, stacklevel=4)
-    bad_positions = {position.get(i, i) for i in bad}
+        warnings.warn(f"{label(position[i])} was not fitted: {msg}", AdmbjaxWarning, stacklevel=4)
+    bad_positions = {position[i] for i in bad}
     no_start = [k for k in np.flatnonzero(~results.fitted & (np.asarray(index) >= 0)) if k not in bad_positions]
     if no_start:
-        warnings.warn(f"batch fits {_list(no_start)} could not start: the objective or its derivatives are not "
-                      "finite at their initial values", AdmbjaxWarning, stacklevel=4)
+        warnings.warn(f"{_list([label(k) for k in no_start])} could not start: the objective or its derivatives "
+                      "are not finite at their initial values", AdmbjaxWarning, stacklevel=4)
     failed = np.flatnonzero(results.fitted & ~results.converged)
     if len(failed):
-        warnings.warn(f"{len(failed)} of {len(results)} batch fits did not converge (fits {failed[:10].tolist()}"
-                      f"{'...' if len(failed) > 10 else ''}); see each result's `messages`", AdmbjaxWarning,
-                      stacklevel=4)
+        warnings.warn(f"{len(failed)} of {len(results)} batch fits did not converge "
+                      f"({', '.join(label(k) for k in failed[:10])}{'...' if len(failed) > 10 else ''}); "
+                      "see each result's `messages`", AdmbjaxWarning, stacklevel=4)
     singular = int(np.sum(results.singular))
     if singular:
         warnings.warn(f"{singular} of {len(results)} batch fits are boundary (singular) fits", AdmbjaxWarning,
@@ -247,7 +248,7 @@ def fit_formula_by(formula: str, data, by: str, family="gaussian", method: str =
         if error is not None:
             warnings.warn(f"level {level!r} of {by!r} was not fitted: {error}", AdmbjaxWarning, stacklevel=2)
     options.setdefault("global_mode", not get_family(family).log_concave)
-    return levels, fit_lanes(built, index, method, **options)
+    return levels, fit_lanes(built, index, method, label=lambda k: f"level {levels[k]!r} of {by!r}", **options)
 
 
 def fit_formula_responses(formula: str, data, responses, family="gaussian", method: str = "REML",

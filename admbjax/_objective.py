@@ -138,8 +138,7 @@ def _fd_value_grad_hessian(spec, x, mode_init, data):
     # shifted point starts from the centre's mode and only follows it (a step away, it is
     # one or two Newton iterations from there).
     k = x.shape[0]
-    steps = FD_STEP * (1.0 + jnp.abs(x))
-    shifts = jnp.concatenate([jnp.zeros((1, k), x.dtype), jnp.diag(steps), -jnp.diag(steps)])
+    steps, shifts = fd_shifts(x)
     first = jnp.arange(2 * k + 1) == 0
 
     def lane(carry, shift_first):
@@ -153,9 +152,23 @@ def _fd_value_grad_hessian(spec, x, mode_init, data):
     # only the centre's Laplace state is kept (memory: one copy, not 2k + 1)
     (_, (lap, info)), (fs, gs, beta) = jax.lax.scan(lane, (mode_init, _laplace.placeholder(mode_init)),
                                                      (shifts, first))
-    h = (gs[1:k + 1] - gs[k + 1:]) / (2.0 * steps[:, None])
-    dbeta = ((beta[1:k + 1] - beta[k + 1:]) / (2.0 * steps[:, None])).T
-    return fs[0], gs[0], 0.5 * (h + h.T), lap, info, dbeta
+    h = central_differences(gs, steps)
+    return fs[0], gs[0], 0.5 * (h + h.T), lap, info, central_differences(beta, steps).T
+
+
+def fd_shifts(x):
+    """``(steps, shifts)``: the central-difference steps ``h_j`` at ``x`` and the ``2k + 1``
+    shifts ``0, +h_j e_j, -h_j e_j`` (``[2k + 1, k]``)."""
+    k = x.shape[0]
+    steps = FD_STEP * (1.0 + jnp.abs(x))
+    return steps, jnp.concatenate([jnp.zeros((1, k), x.dtype), jnp.diag(steps), -jnp.diag(steps)])
+
+
+def central_differences(values, steps):
+    """``d values / d x`` (``[k, ...]``) from ``values`` at :func:`fd_shifts`' points."""
+    k = steps.shape[0]
+    scale = (2.0 * steps).reshape((k,) + (1,) * (values.ndim - 1))
+    return (values[1:k + 1] - values[k + 1:]) / scale
 
 
 def _exact_value_grad_hessian(spec, x, mode_init, data):
