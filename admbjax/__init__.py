@@ -6,7 +6,11 @@ Pipeline: data (:func:`group_data`) -> model (:class:`Model`) -> objective
 
 import jax as _jax
 
-_jax.config.update("jax_enable_x64", True)  # statistics needs float64 (DESIGN.md section 5)
+import os as _os
+
+# statistics needs float64 (DESIGN.md section 5); ADMBJAX_X64=0 leaves JAX in float32, to
+# measure what float32 costs (GPU benchmarks)
+_jax.config.update("jax_enable_x64", _os.environ.get("ADMBJAX_X64", "1") != "0")
 
 from ._cache import enable_compilation_cache as enable_compilation_cache  # noqa: E402
 

@@ -382,7 +382,7 @@ class LaneTable:
         lap, info = opt.aux[:2]
         n = data.n_subjects
         inner_converged = info.converged[j, :n]
-        converged = self.status[j] == _optimise.CONVERGED and bool(np.all(inner_converged))
+        converged = bool(self.status[j] == _optimise.CONVERGED) and bool(np.all(inner_converged))
         status_text = _optimise.STATUS_MESSAGES.get(int(self.status[j]), "running")
         reliable = bool(np.all(self.curvature[j, :n] >= FLAT_CURVATURE))
         singular, grad, hessian_pd = bool(self.singular[j]), float(self.grad[j]), bool(inf.hessian_pd[j])

@@ -189,3 +189,14 @@ def test_by_column_in_the_formula_is_dropped_in_every_level_as_alone():
     assert results[1].beta_names == alone.beta_names == ("(Intercept)", "Days")
     assert results[1].criterion == pytest.approx(alone.criterion, rel=1e-8)
     np.testing.assert_allclose(results[1].beta, alone.beta, rtol=1e-6)
+
+
+def test_a_fit_stopped_early_is_not_converged_and_its_json_says_so(by_levels):
+    """``converged`` is a plain bool also when the optimiser stops early (a numpy bool broke
+    ``json.dumps(result.to_dict())`` and the command line's ``--json``)."""
+    df = by_levels[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", admbjax.AdmbjaxWarning)
+        res = admbjax.fit_formula("Reaction ~ Days + (Days | Subject)", df[df["lab"] == "d"], max_iter=2)
+    assert res.converged is False and res.iterations == 2
+    assert json.loads(json.dumps(res.to_dict()))["converged"] is False

@@ -90,3 +90,23 @@ def test_console_script_error_has_no_traceback(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "has no rows" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_float32_mode_runs_the_same_fit_to_float32_accuracy(tmp_path):
+    """``ADMBJAX_X64=0`` leaves JAX in float32 (to measure what float32 costs, e.g. on a GPU):
+    the same sleepstudy fit, to float32's accuracy, and not reported as converged to float64's
+    gradient tolerance."""
+    import json
+    import os
+    import sys
+
+    out = tmp_path / "fit.json"
+    env = dict(os.environ, ADMBJAX_X64="0", ADMBJAX_COMPILATION_CACHE="0")
+    proc = subprocess.run([sys.executable, "-m", "admbjax", "fit", "--data", "sleepstudy", "--formula",
+                           "Reaction ~ Days + (Days | Subject)", "--json", str(out)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    fit = json.loads(out.read_text())
+    assert fit["criterion"] == pytest.approx(1743.6282719586, rel=1e-5)          # lme4: 1743.62827
+    assert fit["criterion"] != pytest.approx(1743.6282719586, rel=1e-9)          # it is float32
+    np.testing.assert_allclose(fit["fixed"]["estimate"], [251.405105, 10.467286], rtol=1e-5)
