@@ -118,10 +118,8 @@ def fit_batch(models, datas, method: str = "REML", *, chunk_size: int = 512, pro
     if len(models) != len(datas) or not datas:
         raise ValueError(f"`models` ({len(models)}) and `datas` ({len(datas)}) must be non-empty and match")
     _check_same_structure(models)
-    lanes = ListLanes(models, datas)
-    results = fit_lanes(lanes, np.arange(len(datas)), method, chunk_size=chunk_size, progress=progress, gtol=gtol,
-                        max_iter=max_iter, **options)
-    return results
+    return fit_lanes(ListLanes(models, datas), np.arange(len(datas)), method, chunk_size=chunk_size,
+                     progress=progress, gtol=gtol, max_iter=max_iter, **options)
 
 
 def fit_lanes(lanes, index, method: str, *, chunk_size: int = 512, progress: bool | None = None,

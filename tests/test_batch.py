@@ -200,3 +200,26 @@ def test_a_fit_stopped_early_is_not_converged_and_its_json_says_so(by_levels):
         res = admbjax.fit_formula("Reaction ~ Days + (Days | Subject)", df[df["lab"] == "d"], max_iter=2)
     assert res.converged is False and res.iterations == 2
     assert json.loads(json.dumps(res.to_dict()))["converged"] is False
+
+
+def test_shared_lanes_give_the_inputs_of_their_per_level_models_and_data(by_levels):
+    """``SharedLanes.inputs`` (stacked from the split design) equals what ``ListLanes`` stacks
+    from each level's ``model(i)`` and ``data(i)``: the batch fits what the results describe."""
+    import jax
+
+    from admbjax import _by, _objective
+    from admbjax._batch import ListLanes
+
+    df = by_levels[0]
+    levels, shared, index, errors = _by.lanes("Reaction ~ Days + (Days | Subject)", df, "lab", "gaussian", (), "fail")
+    assert isinstance(shared, _by.SharedLanes) and index.tolist() == [0, 1, -1, 2] and errors[2] is not None
+    lanes = range(len(shared.n_obs))
+    listed = ListLanes([shared.model(i) for i in lanes], [shared.data(i) for i in lanes])
+    for method in ("REML", "ML"):
+        spec = _objective.Spec.of(shared.base, method)
+        a, b = shared.inputs(spec, np.arange(3)), listed.inputs(spec, np.arange(3))
+        assert jax.tree.structure(a) == jax.tree.structure(b)
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+            np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(shared.n_obs, listed.n_obs)
+    np.testing.assert_array_equal(shared.n_subjects, listed.n_subjects)
