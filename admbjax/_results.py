@@ -340,7 +340,7 @@ class LaneTable:
     computed from, vectorised over lanes. :meth:`result` builds one lane's
     :class:`FitResult`; a batch builds them on access (``_batch_results.BatchResults``)."""
 
-    out: Any                  # the program's FitOutput, numpy
+    out: Any                  # the program's FitOutput, numpy; opt.aux = (lap.ok, inner converged)
     layout: Any
     fs: Any
     status: np.ndarray
@@ -356,7 +356,10 @@ class LaneTable:
         """``signs``: the lanes' shared ``model.signs`` if it takes a batch, else ``None``."""
         opt = out.opt
         status = np.asarray(opt.status)
-        return cls(out, layout, fs, status, min_curvature(opt.aux[0].step.chol_uu),
+        lap, info = opt.aux[:2]
+        # keep what results read: a batch holds every lane's until it is done with
+        kept = out._replace(opt=opt._replace(aux=(lap.ok, info.converged), last_aux=None, warm=None))
+        return cls(kept, layout, fs, status, min_curvature(lap.step.chol_uu),
                    np.broadcast_to(is_singular(out.inference.report), status.shape),
                    np.max(np.abs(np.asarray(opt.g)), axis=-1), _batch_signs(signs, layout, np.asarray(opt.x)),
                    t_compile, t_fit)
@@ -370,7 +373,7 @@ class LaneTable:
 
     def converged(self, n_subjects) -> np.ndarray:
         """Whether each lane converged, inner solves included (``n_subjects`` per lane)."""
-        inner = self.out.opt.aux[1].converged
+        inner = self.out.opt.aux[1]
         real = np.arange(inner.shape[1]) < np.asarray(n_subjects)[:, None]
         return (self.status == _optimise.CONVERGED) & np.all(inner | ~real, axis=1)
 
@@ -379,15 +382,15 @@ class LaneTable:
         if self.status[j] == _optimise.BAD_START:
             return None
         inf, opt, layout = self.out.inference, self.out.opt, self.layout
-        lap, info = opt.aux[:2]
+        ok, inner = opt.aux
         n = data.n_subjects
-        inner_converged = info.converged[j, :n]
+        inner_converged = inner[j, :n]
         converged = bool(self.status[j] == _optimise.CONVERGED) and bool(np.all(inner_converged))
         status_text = _optimise.STATUS_MESSAGES.get(int(self.status[j]), "running")
         reliable = bool(np.all(self.curvature[j, :n] >= FLAT_CURVATURE))
         singular, grad, hessian_pd = bool(self.singular[j]), float(self.grad[j]), bool(inf.hessian_pd[j])
-        clean = converged and reliable and hessian_pd and not singular and bool(np.all(lap.ok[j, :n]))
-        msgs = [] if clean else _conditions(data, lap.ok[j], info.converged[j], self.curvature[j], grad, converged,
+        clean = converged and reliable and hessian_pd and not singular and bool(np.all(ok[j, :n]))
+        msgs = [] if clean else _conditions(data, ok[j], inner[j], self.curvature[j], grad, converged,
                                             status_text, hessian_pd, singular)
         if self.signs is None:
             x, x_cov, u = _canonical(model, layout, opt.x[j], inf.x_cov[j], inf.u[j, :n])
