@@ -29,6 +29,7 @@ class BatchResults(Sequence):
     def __init__(self, lanes, index, tables):
         self._lanes, self._index = lanes, np.asarray(index, dtype=np.int64)
         self._tables = tuple(table for _, table in tables)
+        self._ids = tuple(np.asarray(ids) for ids, _ in tables)       # each table's lanes, by row
         n_lanes = len(lanes.n_obs)
         self._table_of, self._row_of = np.full(n_lanes, -1), np.full(n_lanes, -1)
         for t, (ids, _) in enumerate(tables):
@@ -59,8 +60,7 @@ class BatchResults(Sequence):
     def _column(self, per_table, fill, dtype=float):
         """One value (or row) per position: ``per_table(table, lanes)`` for each chunk's lanes."""
         out = None
-        for t, table in enumerate(self._tables):
-            lanes = np.flatnonzero(self._table_of == t)
+        for lanes, table in zip(self._ids, self._tables):
             values = np.asarray(per_table(table, lanes))
             if out is None:
                 out = np.full((len(self._lanes.n_obs),) + values.shape[1:], fill, dtype=dtype)
@@ -91,8 +91,7 @@ class BatchResults(Sequence):
         ``{"error": "not fitted (see warnings)"}`` with ``extra[k]``."""
         lines = [None] * len(self)
         lane_lines = {}
-        for t, table in enumerate(self._tables):
-            lanes = np.flatnonzero(self._table_of == t)
+        for lanes, table in zip(self._ids, self._tables):
             lane_lines.update(zip(lanes.tolist(), _table_json(table, self._lanes, lanes)))
         for k in range(len(self)):
             tail = "" if not extra or not extra[k] else ", " + json.dumps(extra[k])[1:-1]
