@@ -119,10 +119,9 @@ def compiled(fs: FitSpec, args, transform=None, disk: bool = True):
     exe = _cache.load_executable(disk_key)
     if exe is None:
         program = (lambda *a: fit_program(fs, *a)) if transform is None else transform(fs)
-        with _cache.fresh_compile(storable=disk_key is not None and _cache.cache_dir() is not None) as fresh:
+        with _cache.jax_cache_off(disk_key is not None and _cache.cache_dir() is not None):
             exe = _compile(jax.jit(program).lower(*args), args, transform)
-        if fresh():
-            _cache.store_executable(disk_key, exe)
+        _cache.store_executable(disk_key, exe)
     else:
         _LOADED[key] = disk_key
     _PROGRAMS[key] = exe
