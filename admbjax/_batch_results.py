@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ._optimise import BAD_START
-from ._results import LaneTable
+from ._results import LaneTable, sd_corr
 
 
 class BatchResults(Sequence):
@@ -161,11 +161,6 @@ def _table_json(table: LaneTable, lanes_info, lanes) -> list:
 def _random_json(G, model) -> list:
     """The ``random`` entry of :meth:`FitResult.to_dict` for every lane's ``G``."""
     G = np.asarray(G, dtype=float)
-    sd = np.sqrt(np.diagonal(G, axis1=1, axis2=2))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        corr = G / (sd[:, :, None] * sd[:, None, :])
-    q = G.shape[1]
-    corr[:, np.arange(q), np.arange(q)] = 1.0
-    corr = np.where(np.isfinite(corr), corr, 0.0)
+    sd, corr = sd_corr(G)
     head = json.dumps({"group": model.group, "names": list(model.random_names)})[:-1]
     return [f'{head}, "cov": {c}, "sd": {s}, "corr": {r}}}' for c, s, r in zip(_floats(G), _floats(sd), _floats(corr))]

@@ -188,9 +188,6 @@ class _Split:
     def subject_codes(self, i):
         return self.pair_group[self.first[i]:self.first[i] + self.n_groups[i]]
 
-    def per_level(self, weights):
-        return np.bincount(self.codes, weights=weights, minlength=self.n_levels)
-
     def grouped(self, stats, i, ids, n_g):
         from ._data import GroupedData
 
@@ -212,8 +209,8 @@ def _level_ols(split: _Split, X, y, names, levels, by):
     whose ``X`` is rank deficient (checked exactly where it is in doubt), and the columns
     each such level would drop."""
     p = X.shape[1]
-    XX = np.stack([np.stack([split.per_level(X[:, j] * X[:, k]) for k in range(p)], -1) for j in range(p)], -2)
-    Xy = np.stack([split.per_level(X[:, j] * y) for j in range(p)], -1)
+    totals = _formula.subject_totals(split.codes, split.n_levels, y, X, X[:, :0])   # per level, not subject
+    XX, Xy = totals["XX"], totals["Xr"]
     scale = np.sqrt(np.maximum(np.diagonal(XX, axis1=1, axis2=2), 1e-300))
     eig = np.linalg.eigvalsh(XX / (scale[:, :, None] * scale[:, None, :]))
     errors = [None if n else f"level {levels[i]!r} of {by!r} has no rows left" for i, n in enumerate(split.n_rows)]

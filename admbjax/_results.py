@@ -198,12 +198,9 @@ class FitResult:
         G = self.G
         random = None
         if G is not None:
-            sd = np.sqrt(np.diag(G))
-            with np.errstate(invalid="ignore", divide="ignore"):
-                corr = G / np.outer(sd, sd)
-            np.fill_diagonal(corr, 1.0)
+            sd, corr = sd_corr(G)
             random = {"group": self.group, "names": list(self.random_names), "cov": G.tolist(),
-                      "sd": sd.tolist(), "corr": np.where(np.isfinite(corr), corr, 0.0).tolist()}
+                      "sd": sd.tolist(), "corr": corr.tolist()}
         return {
             "method": self.method, "family": self.family, "formula": self.formula,
             "n_obs": self.n_obs, "n_groups": self.n_groups,
@@ -215,6 +212,18 @@ class FitResult:
             "max_abs_grad": self.max_abs_grad, "iterations": self.iterations,
             "time_s": {"compile": self.time_compile, "fit": self.time_fit},
         }
+
+
+def sd_corr(G):
+    """SDs and correlation matrix of covariance matrices ``G`` (``[..., q, q]``), as
+    :meth:`FitResult.to_dict` reports them: a unit diagonal, 0 where an SD is 0."""
+    G = np.asarray(G, dtype=float)
+    sd = np.sqrt(np.diagonal(G, axis1=-2, axis2=-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = G / (sd[..., :, None] * sd[..., None, :])
+    q = G.shape[-1]
+    corr[..., np.arange(q), np.arange(q)] = 1.0
+    return sd, np.where(np.isfinite(corr), corr, 0.0)
 
 
 def _report_labels(key, names, group, size):
