@@ -23,13 +23,11 @@ import jax
 import numpy as np
 import pandas as pd
 
-from . import _formula
+from . import _formula, _syntax
 from ._families import GAUSSIAN, get_family
 from ._model import Model
 from ._results import AdmbjaxWarning
 
-#: Functions in a formula that transform each row on its own (no state learned from data).
-STATELESS = frozenset({"I", "log", "log1p", "log2", "log10", "exp", "expm1", "sqrt", "abs"})
 
 #: A level's ``X`` is full rank, without the exact check (``drop_aliased``), when the
 #: smallest eigenvalue of its column-scaled ``X'X`` exceeds this fraction of the largest.
@@ -54,14 +52,34 @@ def lanes(formula: str, df: pd.DataFrame, by: str, family, categorical, na_actio
 
     df = df.reset_index(drop=True)
     levels, codes = level_codes(df[by], by)
+    unusable = _unusable_levels(formula, df, codes, len(levels), na_action)
+    usable = ~np.isin(codes, list(unusable))
+    df, codes = df[usable].reset_index(drop=True), codes[usable]
     shared = _shared_lanes(formula, df, codes, levels, by, family, categorical, na_action)
     if shared is not None:
         built, errors = shared
-        return (levels,) + _index(built, errors)
-    built = [_level_lane(formula, df[codes == i], family, categorical, na_action) for i in range(len(levels))]
+        return (levels,) + _index(built, [unusable.get(i, e) for i, e in enumerate(errors)])
+    built = [unusable.get(i) or _level_lane(formula, df[codes == i], family, categorical, na_action)
+             for i in range(len(levels))]
     errors = [lane if isinstance(lane, str) else None for lane in built]
     good = [lane for lane in built if not isinstance(lane, str)]
     return (levels,) + _index(ListLanes([m for m, _ in good], [d for _, d in good]) if good else None, errors)
+
+
+def _unusable_levels(formula, df, codes, n_levels, na_action) -> dict:
+    """``{level: why}`` for the levels with rows that cannot be used (missing values unless
+    omitted, inf: :func:`_formula.unusable_rows`), named by their rows in ``df``."""
+    columns = _formula.translate(_formula.parse_formula(formula), df.columns).names.columns
+    used = df[list(columns)]
+    bad = used.isna().any(axis=1).to_numpy(copy=True) if na_action == "fail" else np.zeros(len(df), bool)
+    for c in used.columns:
+        if pd.api.types.is_numeric_dtype(used[c]) and not pd.api.types.is_bool_dtype(used[c]):
+            bad |= np.isinf(used[c].to_numpy(float))
+    out = {}
+    for i in np.unique(codes[bad]):
+        level = used[codes == i]
+        out[int(i)] = _formula.unusable_rows(level, na_action, rows=level.index)
+    return out
 
 
 def _index(built, errors):
@@ -79,7 +97,10 @@ def _level_lane(formula, rows, family, categorical, na_action):
 
 
 def _stateless(formula: str) -> bool:
-    return all(name in STATELESS for name in re.findall(r"([A-Za-z_.][\w.]*)\s*\(", formula.split("~", 1)[1]))
+    """Whether every function ``formula`` calls transforms each row on its own."""
+    rhs = re.sub("`[^`]*`", "x", formula.split("~", 1)[1])      # a quoted column is no call
+    names = re.findall(r"((?:[^\W\d]|\.)[\w.]*)\s*\(", rhs)
+    return all(re.sub(r"^(np|numpy)\.", "", name) in _syntax.STATELESS for name in names)
 
 
 def _shared_lanes(formula, df, codes, levels, by, family, categorical, na_action):

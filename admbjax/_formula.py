@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from jax.scipy.stats import norm
 
+from . import _syntax
 from ._data import _list, group_data
 from ._families import GAUSSIAN as GAUSSIAN_FAMILY
 from ._families import FAMILIES, Family, get_family, glm_start, ols
@@ -40,9 +41,12 @@ NA_ACTIONS = ("fail", "omit")
 
 
 def _split_top(text: str, sep: str) -> list[str]:
-    """Split ``text`` on ``sep`` outside parentheses."""
-    parts, depth, start = [], 0, 0
+    """Split ``text`` on ``sep`` outside parentheses and backticks."""
+    parts, depth, start, quoted = [], 0, 0, False
     for i, ch in enumerate(text):
+        quoted ^= ch == "`"
+        if quoted or ch == "`":
+            continue
         depth += (ch == "(") - (ch == ")")
         if depth < 0:
             raise ValueError(f"malformed formula: unbalanced ')' in {text!r}")
@@ -51,6 +55,8 @@ def _split_top(text: str, sep: str) -> list[str]:
             start = i + 1
     if depth != 0:
         raise ValueError(f"malformed formula: unbalanced '(' in {text!r}")
+    if quoted:
+        raise ValueError(f"malformed formula: unbalanced '`' in {text!r}")
     return parts + [text[start:]]
 
 
@@ -68,6 +74,7 @@ class ParsedFormula:
     lhs: str
     fixed: str
     bars: tuple
+    fixed_terms: tuple = ("1",)
 
 
 def parse_formula(formula: str) -> ParsedFormula:
@@ -96,17 +103,25 @@ def parse_formula(formula: str) -> ParsedFormula:
     if not bars:
         raise ValueError(f"formula {formula!r} has no random-effect term such as (1 | group); "
                          "admbjax fits mixed models")
-    return ParsedFormula(lhs, " + ".join(fixed) if fixed else "1", tuple(bars))
+    return ParsedFormula(lhs, " + ".join(fixed) if fixed else "1", tuple(bars), tuple(fixed) or ("1",))
 
 
 # ---------------------------------------------------------------- data frame handling
 
 
-def r_name(column: str) -> str:
-    """formulaic's column name in R's spelling: ``Sex[T.Male]`` -> ``SexMale``."""
+def r_name(column: str, names: _syntax.Names | None = None) -> str:
+    """formulaic's column name in R's spelling, with the user's column names (``names``):
+    ``_c0_[T.Male]`` -> ``SexMale``, ``Intercept`` -> ``(Intercept)``."""
     if column == "Intercept":
         return "(Intercept)"
-    return re.sub(r"\[(?:T\.)?([^\]]*)\]", r"\1", column)
+    parts = re.split(r"(\[(?:T\.)?[^\]]*\])", column)      # factor levels in brackets, kept as they are
+    out = []
+    for k, part in enumerate(parts):
+        if k % 2:
+            out.append(re.sub(r"^\[(?:T\.)?", "", part)[:-1])
+        else:
+            out.append(names.user_name(part) if names is not None else part)
+    return "".join(out)
 
 
 def _level_label(v) -> str:
@@ -128,51 +143,102 @@ def as_factor(series: pd.Series) -> pd.Categorical:
     return pd.Categorical.from_codes(remap[codes], categories=categories)
 
 
-def _variables(parsed: ParsedFormula) -> list[str]:
-    found = []
-    for text in [parsed.lhs + " ~ " + parsed.fixed] + ["~ " + b.expr for b in parsed.bars]:
+@dataclass(frozen=True)
+class Translated:
+    """A formula's parts as formulaic sees them (columns renamed to aliases), with the names."""
+
+    names: _syntax.Names
+    response: tuple        # one term, or cbind's two
+    fixed: str
+    bars: tuple            # (formulaic text, Bar) per random-effect term
+    groups: tuple          # the grouping column of each bar (the user's name)
+
+
+def translate(parsed: ParsedFormula, columns) -> Translated:
+    """Every part of ``parsed`` in formulaic's terms (:mod:`admbjax._syntax`): columns
+    renamed to aliases, each term checked against the allowed functions. Names that are
+    not columns are reported together, with the columns ``data`` has."""
+    columns, used, missing = list(columns), [], []
+
+    def one(text, where=None):
         try:
-            found += sorted(formulaic.Formula(_formulaic_lhs(text)).required_variables)
-        except formulaic.errors.FormulaicError as err:
-            raise ValueError(f"malformed formula part {text!r}: {err}") from None
-    return list(dict.fromkeys(found + [b.group for b in parsed.bars]))
+            return _syntax.translate(text, columns, used, where)
+        except _syntax.UnknownColumns as err:
+            missing.extend(err.names)
+            return ""
+
+    cbind = re.fullmatch(r"cbind\((.*)\)", parsed.lhs.strip())
+    lhs_terms = _split_top(cbind.group(1), ",") if cbind else [parsed.lhs]
+    if cbind and len(lhs_terms) != 2:
+        raise ValueError(f"malformed response {parsed.lhs!r}: cbind() takes (successes, failures)")
+    response = tuple(one(t.strip()) for t in lhs_terms)
+    fixed = " + ".join(one(t) for t in parsed.fixed_terms)
+    bars, groups = [], []
+    for bar in parsed.bars:
+        bars.append((one(bar.expr, f"({bar.expr} | {bar.group})"), bar))
+        groups.append(_group_column(bar, one))
+    if missing:
+        raise ValueError(f"the formula uses column(s) {list(dict.fromkeys(missing))} that `data` lacks; "
+                         f"available: {columns}")
+    return Translated(_syntax.Names(tuple(used)), response, fixed, tuple(bars), tuple(groups))
 
 
-def _formulaic_lhs(text: str) -> str:
-    return re.sub(r"^\s*cbind\((.*)\)\s*~", lambda m: " + ".join(f"I({t})" for t in _split_top(m.group(1), ",")) + " ~", text)
+def _group_column(bar: Bar, one) -> str:
+    """The data column ``bar`` groups by; nested or interaction grouping factors are refused."""
+    toks = _syntax.tokens(bar.group, bar.group)
+    if len(toks) != 1 or toks[0][0] not in ("name", "backtick"):
+        raise ValueError(f"grouping factor {bar.group!r} must be one column: nested or interaction grouping "
+                         "factors (a/b, a:b) are not supported")
+    one(bar.group)
+    return _syntax.column_name(toks[0])
 
 
-def _prepare(df: pd.DataFrame, parsed: ParsedFormula, categorical, na_action: str) -> pd.DataFrame:
+def unusable_rows(df: pd.DataFrame, na_action: str, rows=None) -> str | None:
+    """Why some rows of ``df`` (the columns a formula uses) cannot be used: missing values
+    (unless ``na_action`` is ``"omit"``) or infinite numbers; ``None`` where every row can.
+    ``rows``: the numbers that name the rows (default their positions)."""
+    rows = np.arange(len(df)) if rows is None else np.asarray(rows)
+    na = df.isna()
+    if na_action == "fail" and na.to_numpy().any():
+        rows = rows[na.any(axis=1).to_numpy()]
+        counts = {c: int(n) for c, n in na.sum().items() if n}
+        return (f"{len(rows)} row(s) have missing values (per column: {counts}); rows (0-based): "
+                f"{_list(rows)}; pass na_action='omit' (CLI: --na-action omit) to drop them")
+    for c in df.columns:
+        if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]):
+            bad = np.isinf(df[c].to_numpy(float))
+            if bad.any():
+                return f"column {c!r} has inf in {int(bad.sum())} row(s) (0-based): {_list(rows[bad])}"
+    return None
+
+
+def _prepare(df: pd.DataFrame, tr: Translated, response: str, categorical, na_action: str) -> pd.DataFrame:
+    """The columns ``tr`` uses, checked (missing values, inf), with factors made."""
     if na_action not in NA_ACTIONS:
         raise ValueError(f"`na_action` must be one of {NA_ACTIONS}, got {na_action!r}")
     if len(df) == 0:
         raise ValueError("`data` has no rows")
-    used = _variables(parsed)
-    missing = [v for v in used if v not in df.columns]
-    if missing:
-        raise ValueError(f"the formula uses column(s) {missing} that `data` lacks; available: {list(df.columns)}")
+    used = list(tr.names.columns)
+    twice = sorted({c for c in df.columns[df.columns.duplicated()] if c in used})
+    if twice:
+        raise ValueError(f"`data` has more than one column named {', '.join(map(repr, twice))}")
     unknown_cat = [c for c in categorical if c not in df.columns]
     if unknown_cat:
         raise ValueError(f"`categorical` names column(s) {unknown_cat} that `data` lacks; available: {list(df.columns)}")
-    df = df[used].copy()
-    na = df.isna()
-    if na.to_numpy().any():
-        rows = np.flatnonzero(na.any(axis=1).to_numpy())
-        counts = {c: int(n) for c, n in na.sum().items() if n}
-        if na_action == "fail":
-            raise ValueError(f"{len(rows)} row(s) have missing values (per column: {counts}); rows (0-based): "
-                             f"{_list(rows)}; pass na_action='omit' (CLI: --na-action omit) to drop them")
-        warnings.warn(f"dropped {len(rows)} row(s) with missing values (per column: {counts})", AdmbjaxWarning, stacklevel=4)
-        df = df.loc[~na.any(axis=1)]
-    for c in df.columns:
-        if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]):
-            bad = ~np.isfinite(df[c].to_numpy(float))
-            if bad.any():
-                raise ValueError(f"column {c!r} has inf in {bad.sum()} row(s) (0-based): {_list(np.flatnonzero(bad))}")
-    groups = {b.group for b in parsed.bars}
+    df = df[used]
+    error = unusable_rows(df, na_action)
+    if error:
+        raise ValueError(error)
+    na = df.isna().any(axis=1).to_numpy()
+    if na.any():
+        counts = {c: int(n) for c, n in df.isna().sum().items() if n}
+        warnings.warn(f"dropped {int(na.sum())} row(s) with missing values (per column: {counts})", AdmbjaxWarning,
+                      stacklevel=4)
+        df = df.loc[~na]
+    groups = set(tr.groups)
     for c in df.columns:
         if c in categorical or c in groups or not pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]):
-            if c != parsed.lhs:
+            if c != response:
                 df[c] = as_factor(df[c])
     return df
 
@@ -197,46 +263,56 @@ class Design:
     trials: np.ndarray | None = None
 
 
-def _matrix(spec: str, df: pd.DataFrame) -> pd.DataFrame:
+def _matrix(spec: str, df: pd.DataFrame, names: _syntax.Names, where: str | None = None) -> pd.DataFrame:
+    """The model matrix of ``spec`` (formulaic's text, :func:`translate`) on ``df`` (columns
+    renamed to their aliases), with R's column names; ``where``: the user's text of it."""
+    where = names.user_name(spec) if where is None else where
     try:
-        mm = formulaic.model_matrix(spec, df, na_action="raise")
+        mm = formulaic.model_matrix(spec, df, context=_syntax.CONTEXT, na_action="raise")
     except formulaic.errors.FormulaicError as err:
-        raise ValueError(f"malformed formula part {spec!r}: {err}") from None
-    return pd.DataFrame(np.asarray(mm, dtype=float), columns=[r_name(c) for c in mm.columns])
+        raise ValueError(f"malformed formula part {where!r}: {names.user_name(str(err))}") from None
+    return pd.DataFrame(np.asarray(mm, dtype=float), columns=[r_name(c, names) for c in mm.columns])
 
 
-def _response(parsed: ParsedFormula, df: pd.DataFrame):
-    m = re.fullmatch(r"cbind\((.*)\)", parsed.lhs)
-    terms = _split_top(m.group(1), ",") if m else [parsed.lhs]
-    if m and len(terms) != 2:
-        raise ValueError(f"malformed response {parsed.lhs!r}: cbind() takes (successes, failures)")
+def _response(tr: Translated, df: pd.DataFrame, lhs: str):
     cols = []
-    for t in terms:
-        t = t.strip()
-        if t in df.columns and not pd.api.types.is_numeric_dtype(df[t]):
-            raise ValueError(f"the response {t!r} is not numeric (dtype {df[t].dtype})")
-        cols.append(_matrix(f"0 + I({t})", df).iloc[:, 0].to_numpy())
-    if m:
+    for t in tr.response:
+        if re.fullmatch(r"_c\d+_", t) and not pd.api.types.is_numeric_dtype(df[t]):
+            raise ValueError(f"the response {tr.names.user_name(t).strip('`')!r} is not numeric (dtype {df[t].dtype})")
+        cols.append(_matrix(f"0 + I({t})", df, tr.names, lhs).iloc[:, 0].to_numpy())
+    if len(cols) == 2:
         return cols[0], cols[0] + cols[1]
     return cols[0], None
 
 
 def drop_aliased(X: pd.DataFrame, tol: float = 1e-7):
-    """Keep the columns of ``X`` that raise its rank, in order (lme4 drops the others)."""
-    keep = []
-    for j in range(X.shape[1]):
-        trial = X.iloc[:, keep + [j]].to_numpy()
-        s = np.linalg.svd(trial / np.maximum(np.linalg.norm(trial, axis=0), 1e-300), compute_uv=False)
-        if s[-1] > tol * s[0]:
+    """``(X without its aliased columns, the names dropped)``, as lme4 drops them.
+
+    Columns are taken in order; one is aliased when what is left of it after projecting out
+    the columns kept before it has a norm below ``tol`` times its own (R's ``qr()``, LINPACK's
+    ``dqrdc2``, which lme4's rank check calls with ``tol = 1e-7``). Projections are taken in
+    the triangular factor of a QR decomposition of ``X``, which has every norm and inner
+    product of its columns: so at any shape, with more columns than rows too.
+    """
+    A = X.to_numpy(dtype=float)
+    R = np.linalg.qr(A, mode="r") if A.size else A
+    basis, keep = np.zeros((R.shape[0], 0)), []
+    for j in range(R.shape[1]):
+        col = R[:, j]
+        rest = col - basis @ (basis.T @ col)
+        rest = rest - basis @ (basis.T @ rest)          # twice is enough (Giraud et al. 2005)
+        norm, left = np.linalg.norm(col), np.linalg.norm(rest)
+        if norm > 0 and left > tol * norm:
             keep.append(j)
+            basis = np.column_stack([basis, rest / left])
     dropped = tuple(X.columns[j] for j in range(X.shape[1]) if j not in keep)
     return X.iloc[:, keep], dropped
 
 
-def _random(parsed: ParsedFormula, df: pd.DataFrame):
+def _random(tr: Translated, df: pd.DataFrame):
     mats, blocks = [], []
-    for bar in parsed.bars:
-        Zb = _matrix(bar.expr, df)
+    for spec, bar in tr.bars:
+        Zb = _matrix(spec, df, tr.names, bar.expr)
         mats.append(Zb)
         blocks += [1] * Zb.shape[1] if bar.double else [Zb.shape[1]]
     Z = pd.concat(mats, axis=1)
@@ -250,18 +326,17 @@ def design_frames(formula: str, df: pd.DataFrame, categorical=(), na_action: str
     """The parts of :func:`design` before any per-dataset check: ``(group, prepared data
     frame, y, trials, X (a DataFrame, no column dropped yet), Z, blocks)``."""
     parsed = parse_formula(formula)
-    groups = {b.group for b in parsed.bars}
-    if len(groups) > 1:
-        raise ValueError(f"random effects with different grouping factors ({', '.join(sorted(groups))}) are "
+    tr = translate(parsed, df.columns)
+    if len(set(tr.groups)) > 1:
+        raise ValueError(f"random effects with different grouping factors ({', '.join(sorted(set(tr.groups)))}) are "
                          "crossed or nested: admbjax fits models separable by one grouping factor")
-    group = parsed.bars[0].group
-    if not re.fullmatch(r"[A-Za-z_.][\w.]*", group):
-        raise ValueError(f"grouping factor {group!r} must be one column: nested or interaction grouping "
-                         "factors (a/b, a:b) are not supported")
-    df = _prepare(df, parsed, tuple(categorical), na_action)
-    y, trials = _response(parsed, df)
-    X = _matrix(parsed.fixed, df)
-    Z, blocks = _random(parsed, df)
+    group = tr.groups[0]
+    response = parsed.lhs.strip().strip("`")
+    df = _prepare(df, tr, response, tuple(categorical), na_action)
+    aliased = df.rename(columns=tr.names.to_alias)
+    y, trials = _response(tr, aliased, parsed.lhs)
+    X = _matrix(tr.fixed, aliased, tr.names, parsed.fixed)
+    Z, blocks = _random(tr, aliased)
     return group, df, y, trials, X, Z, blocks
 
 
@@ -512,6 +587,15 @@ def _check_response(d: Design, family: Family) -> None:
                              "random-effect variance is not identified (complete separation by group)")
 
 
+def no_residual_dof(n: int, p: int, family: Family) -> str | None:
+    """The error where a family with a scale has no residual degrees of freedom (``n <= p``
+    after aliased columns are dropped: the scale is then zero or undefined), or ``None``."""
+    if "log_sigma" in family.dispersion and n <= p:
+        return (f"number of observations (={n}) <= number of fixed effects (={p}, aliased columns dropped): no "
+                "residual degrees of freedom, so the residual variance (or scale parameter) is not identified")
+    return None
+
+
 def formula_model(formula: str, data, family="gaussian", categorical=(), na_action: str = "fail",
                   start: dict | None = None, sufficient: bool = True):
     """The :class:`Model` and :class:`GroupedData` of an lme4 formula on ``data``.
@@ -527,6 +611,9 @@ def formula_model(formula: str, data, family="gaussian", categorical=(), na_acti
     d = design(formula, read_data(data), categorical, na_action)
     _check_response(d, fam)
     _check_identifiable(d, fam)
+    error = no_residual_dof(len(d.y), d.X.shape[1], fam)
+    if error:
+        raise ValueError(error)
     nll, report, ranef = model_functions(fam, d.blocks)
     theta0, beta0 = initial_values(d, fam, start)
     closed_form = None
