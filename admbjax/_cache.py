@@ -4,15 +4,34 @@ Compile time is part of the user's wait: a second process fitting a model of the
 structure and shape loads the compiled program from disk instead of compiling it. Two
 stores share the directory: JAX's persistent compilation cache (any program, found after
 tracing it) and admbjax's store of formula fits (found without tracing; see below).
-sleepstudy from the command line: 2.7 s cold, 1.2 s warm (session 4).
 The directory is ``$XDG_CACHE_HOME/admbjax/jax`` (``~/.cache/admbjax/jax``). ``ADMBJAX_COMPILATION_CACHE``
 changes that: ``0`` (or ``off``, ``false``, ``no``) turns it off, a path puts it there.
-A directory that cannot be created (a read-only home) turns it off silently.
+A directory that cannot be created (a read-only home) turns it off silently. A directory
+that exists but cannot be written is not given to JAX, which warns at every failed write;
+admbjax's store still loads from it and skips its stores without a word.
 
 It was opt-in at first because jaxlib 0.10.2 aborted a test process twice while writing
 a Student-t program with adaptive quadrature to the cache. That was in a process holding
 hundreds of live executables (since bounded, ``_fit.MAX_PROGRAMS``); the same fits in
-fresh processes with the cache on, repeated, did not abort again (session 3).
+fresh processes with the cache on, repeated, did not abort again.
+
+A stored program is native code that runs unchecked: one flipped byte in it can give wrong
+estimates reported as converged, or kill the process (SIGSEGV, SIGILL), and unpickling a
+damaged file is unsafe in itself. So each entry of admbjax's store is a regular file::
+
+    b"admbjax compiled program\\n"
+    {"format": 1, "jax": ..., "jaxlib": ..., "admbjax": ..., "size": ..., "sha256": ...}\\n
+    payload: pickle of serialize_executable.serialize(executable)
+
+and it is used only when the magic line, the format, the three versions, the payload's size
+and its SHA-256 all match; only then is the payload unpickled. Anything else where an
+entry should be (other versions, damage, a truncated or empty file, a directory, FIFO,
+symlink, socket or device) is a cache miss: it is removed, without following links or
+opening anything but a regular file (opening a FIFO blocks), and the program is compiled
+and stored afresh. A store writes a temporary file next to the entry and renames it onto
+the entry, so a reader sees the old entry or the new one, never part of one; temporary
+files that a killed process left behind are removed by later stores. The checksum guards
+against damage, not against someone who can write to the directory.
 """
 
 from __future__ import annotations
@@ -21,8 +40,13 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import json
 import os
 import pickle
+import shutil
+import stat
+import tempfile
+import time
 from pathlib import Path
 
 import jax
@@ -50,10 +74,25 @@ def enable_compilation_cache() -> Path | None:
         path.mkdir(parents=True, exist_ok=True)
     except OSError:  # a read-only home: run without the cache rather than fail
         return None
+    if not _writable(path):  # JAX would warn at every write it fails
+        return None
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return path
+
+
+def _writable(directory: Path) -> bool:
+    """Whether a file can be created in ``directory`` (tried: permission bits say nothing
+    about a read-only file system, or to root)."""
+    try:
+        fd, name = tempfile.mkstemp(dir=directory, prefix=".probe.", suffix=TEMP_SUFFIX)
+    except OSError:
+        return False
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(name)
+    return True
 
 
 # ---------------------------------------------------------------- compiled executables
@@ -65,6 +104,11 @@ def enable_compilation_cache() -> Path | None:
 # is (``admbjax_key``, set by the formula front end); hand-written models are traced.
 
 EXECUTABLES = "executables"
+MAGIC = b"admbjax compiled program\n"
+FORMAT = 1
+TEMP_SUFFIX = ".tmp"
+#: A temporary file older than this was left by a process that died while storing.
+STALE_TEMP_SECONDS = 3600.0
 
 
 def stable_key(obj) -> str | None:
@@ -128,16 +172,64 @@ def _kernels_ready() -> bool:
         return False
 
 
-def load_executable(key: str | None):
-    """The compiled program stored under ``key``, or ``None`` (absent, cache off, unreadable)."""
-    path = None if key is None else _path(key)
-    if path is None or not path.exists() or not _kernels_ready():
+def _header(payload: bytes) -> dict:
+    """The header of an entry holding ``payload``: what it must say for the entry to be used."""
+    import jaxlib
+
+    from . import __version__  # at call time: the package has finished importing by then
+
+    return {"format": FORMAT, "jax": jax.__version__, "jaxlib": jaxlib.__version__, "admbjax": __version__,
+            "size": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
+
+
+def _discard(path: Path) -> None:
+    """Remove whatever is at ``path`` (a directory with its contents; a link, not its
+    target); a failure (a read-only directory) leaves it."""
+    with contextlib.suppress(OSError):
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+
+
+def _read_entry(path: Path) -> bytes | None:
+    """The payload of the entry at ``path``; ``None`` where there is none, and where it is
+    not a regular file or fails a check of its header (it is then removed)."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            _discard(path)
+            return None
+        # should something else have taken the file's place since: no following a link,
+        # no waiting for a FIFO's writer
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:  # absent, or unreadable: a miss
         return None
     try:
-        payload, in_tree, out_tree = pickle.loads(path.read_bytes())
-        return serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
-    except Exception:  # a stale or damaged entry is a cache miss, never an error
-        path.unlink(missing_ok=True)
+        with os.fdopen(fd, "rb") as file:
+            data = file.read() if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+        header, _, payload = data[len(MAGIC):].partition(b"\n")
+        fields = json.loads(header) if data.startswith(MAGIC) else None
+    except Exception:  # unreadable, or a header that is not JSON
+        fields, payload = None, b""
+    if fields != _header(payload):
+        _discard(path)
+        return None
+    return payload
+
+
+def load_executable(key: str | None):
+    """The compiled program stored under ``key``, or ``None`` (absent, cache off, or an
+    entry that fails its checks: removed, so that the caller stores a new one)."""
+    path = None if key is None else _path(key)
+    if path is None or not _kernels_ready():
+        return None
+    payload = _read_entry(path)
+    if payload is None:
+        return None
+    try:
+        return serialize_executable.deserialize_and_load(*pickle.loads(payload))
+    except Exception:  # an entry this jaxlib cannot load is a cache miss, never an error
+        _discard(path)
         return None
 
 
@@ -145,7 +237,7 @@ def drop_executable(key: str | None) -> None:
     """Remove the program stored under ``key``, if any."""
     path = None if key is None else _path(key)
     if path is not None:
-        path.unlink(missing_ok=True)
+        _discard(path)
 
 
 @contextlib.contextmanager
@@ -164,16 +256,39 @@ def jax_cache_off(off: bool):
         jax.config.update("jax_enable_compilation_cache", enabled)
 
 
+def _remove_stale_temps(directory: Path) -> None:
+    """Remove temporary files that processes killed while storing left in ``directory``."""
+    cutoff = time.time() - STALE_TEMP_SECONDS
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                if entry.name.endswith(TEMP_SUFFIX) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    _discard(Path(entry.path))
+
+
 def store_executable(key: str | None, executable) -> None:
-    """Store a compiled program under ``key`` (atomically); a failure only skips the store."""
+    """Store a compiled program under ``key``, atomically (a temporary file renamed onto the
+    entry); a failure (a read-only directory) only skips the store, and leaves no file."""
     path = None if key is None else _path(key)
     if path is None:
         return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        blob = pickle.dumps(serialize_executable.serialize(executable))
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(blob)
-        os.replace(tmp, path)
+        payload = pickle.dumps(serialize_executable.serialize(executable))
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=TEMP_SUFFIX)
     except Exception:
-        pass
+        return
+    try:
+        with os.fdopen(fd, "wb") as file:
+            os.fchmod(file.fileno(), 0o644)  # mkstemp's 0o600 would hide it from a shared cache
+            file.write(MAGIC + json.dumps(_header(payload)).encode() + b"\n" + payload)
+        try:
+            os.replace(tmp, path)
+        except IsADirectoryError:  # a directory where the entry should be
+            _discard(path)
+            os.replace(tmp, path)
+    except Exception:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        return
+    _remove_stale_temps(path.parent)
