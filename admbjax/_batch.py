@@ -10,6 +10,7 @@ A lane whose data are bad is not fitted and cannot affect any other lane.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 import warnings
@@ -20,8 +21,12 @@ from dataclasses import replace
 from . import _objective, _optimise
 from ._checks import check_model_on_data
 from ._data import _list
-from ._fit import FitSpec, fit_program, pop_closed_form, run
+from ._fit import FitSpec, check_options, fit_program, pop_closed_form, run
 from ._results import AdmbjaxWarning, LaneTable
+
+
+#: The keyword options of a batch beyond :func:`admbjax.fit`'s (``_fit.OPTIONS``).
+BATCH_OPTIONS = ("chunk_size", "progress")
 
 
 def _batched(fs: FitSpec):
@@ -113,6 +118,7 @@ def fit_batch(models, datas, method: str = "REML", *, chunk_size: int = 512, pro
       ``converged``, ...). A lane whose model does not run on its data gets ``None`` and a
       warning naming it.
     """
+    check_options(options, "fit_batch", BATCH_OPTIONS)
     datas = list(datas)
     models = list(models) if isinstance(models, (list, tuple)) else [models] * len(datas)
     if len(models) != len(datas) or not datas:
@@ -161,7 +167,7 @@ def fit_lanes(lanes, index, method: str, *, chunk_size: int = 512, progress: boo
             owed[idx[again]] += per_lane
             keep = ~again & finite
             for i in idx[~finite]:
-                bad[int(i)] = _nonfinite(lanes.data(int(i)))
+                bad[int(i)] = _nonfinite(lanes.data(int(i)), lanes.model(int(i)))
             done = idx[keep]
             if len(done):
                 fit_s = (per_lane * len(done) + owed[done].sum()) / len(done)
@@ -190,14 +196,53 @@ def _pad_lanes(args, chunk: int):
 FIRST_PASS = 1
 
 
-def _nonfinite(data) -> str:
-    """Why a lane's data cannot be fitted: its non-finite entries, named by input row."""
+def _nonfinite(data, model=None) -> str:
+    """Why a lane's data cannot be fitted: its non-finite entries, named as the user knows
+    them. A formula model's arrays are named by their columns (the response, the fixed- and
+    random-effect columns) and their input rows, or, for per-subject sums of squares and
+    products (Gaussian models), by the subjects; a hand-written model's by ``arrays[name]``."""
     for name, a in list(data.arrays.items()) + [("mask", data.mask)]:
-        finite = np.isfinite(a.reshape(a.shape[:2] + (-1,))).all(axis=2)
-        if not finite.all():
-            rows = np.sort(data.rows[~finite & (data.rows >= 0)])
-            return f"`{name}` has NaN or inf in {len(rows)} row(s) (0-based): {_list(rows)}"
+        bad = ~np.isfinite(a.reshape(a.shape[:2] + (-1,)))             # [subjects, rows, entries]
+        if not bad.any():
+            continue
+        what = _array_label(name, model, np.flatnonzero(bad.any(axis=(0, 1))))
+        if data.observations is None:         # one input row each
+            rows = np.sort(data.rows[bad.any(axis=2) & (data.rows >= 0)])
+            return f"{what} has NaN or inf in {len(rows)} row(s) (0-based): {_list(rows)}"
+        subjects = [data.ids[i] for i in np.flatnonzero(bad.any(axis=(1, 2))) if i < data.n_subjects]
+        group = f" of {model.group!r}" if model is not None else ""
+        return (f"the per-subject sums of squares and products of {what} are not finite (NaN or inf: values "
+                f"too large to square?) for {len(subjects)} subject(s){group}: {_list(subjects)}")
     return "its data are not finite"
+
+
+#: What the arrays of a formula model hold (``_formula.formula_model``): per observation, or
+#: per subject (sums of squares and products of the response residual ``r``, ``X`` and ``Z``).
+_FORMULA_ARRAYS = {"y": ("response",), "trials": ("trials",), "X": ("X",), "Z": ("Z",), "n": ("rows",),
+                   "rr": ("response",), "Xr": ("response", "X"), "Zr": ("response", "Z"), "XX": ("X",),
+                   "XZ": ("X", "Z"), "ZZ": ("Z",), "beta0": ("X",)}
+
+
+def _array_label(name: str, model, entries) -> str:
+    """The user's name for array ``name`` of ``model`` (its non-finite ``entries``, flat)."""
+    parts = _FORMULA_ARRAYS.get(name) if model is not None and model.formula else None
+    if parts is None:
+        return f"`arrays[{name!r}]`"
+    response = model.formula.split("~", 1)[0].strip()
+    labels = []
+    for part in parts:
+        if part == "response":
+            labels.append(f"column {response!r}" if re.fullmatch(r"[A-Za-z_.][\w.]*", response)
+                          else f"the response {response!r}")
+        elif part == "trials":
+            labels.append(f"the trials of {response!r}")
+        elif part == "rows":
+            labels.append("the row counts")
+        else:
+            names = list(model.beta_names if part == "X" else model.random_names)
+            columns = [names[j] for j in entries if j < len(names)] if name in ("X", "Z") else names
+            labels.append(f"{'fixed' if part == 'X' else 'random'}-effect column(s) {_list(repr(c) for c in columns)}")
+    return " and ".join(dict.fromkeys(labels))
 
 
 def _warn_summary(results, index, bad, label) -> None:
@@ -224,19 +269,24 @@ def _warn_summary(results, index, bad, label) -> None:
 # ---------------------------------------------------------------- formula front end
 
 
-def fit_formula_by(formula: str, data, by: str, family="gaussian", method: str = "REML", categorical=(),
-                   na_action: str = "fail", **options):
+def fit_formula_by(formula: str, data, by: str, family="gaussian", method: str | None = None, categorical=(),
+                   na_action: str = "fail", encoding: str = "utf-8", **options):
     """One fit of ``formula`` per level of column ``by``, all in one batch.
 
     Returns ``(levels, results)``; each result equals the fit of that level's rows alone. A
     level that cannot be fitted (too few groups, a rank-deficient design, bad data) gets
     ``None`` and a warning that names it and says why; the other levels are unaffected.
+    ``method``, ``encoding``: as for :func:`admbjax.fit_formula` (default REML for the
+    Gaussian family, else ML; UTF-8).
     """
     from ._by import lanes
     from ._families import get_family
+    from ._formula import default_method
     from ._io import read_data
 
-    df = read_data(data)
+    check_options(options, "fit_formula_by", BATCH_OPTIONS)
+    method = default_method(family) if method is None else method
+    df = read_data(data, encoding)
     if by not in df.columns:
         raise ValueError(f"`by` column {by!r} is not in `data`; available: {list(df.columns)}")
     levels, built, index, errors = lanes(formula, df, by, family, categorical, na_action)
@@ -249,18 +299,22 @@ def fit_formula_by(formula: str, data, by: str, family="gaussian", method: str =
     return levels, fit_lanes(built, index, method, label=lambda k: f"level {levels[k]!r} of {by!r}", **options)
 
 
-def fit_formula_responses(formula: str, data, responses, family="gaussian", method: str = "REML",
-                          categorical=(), na_action: str = "fail", **options):
+def fit_formula_responses(formula: str, data, responses, family="gaussian", method: str | None = None,
+                          categorical=(), na_action: str = "fail", encoding: str = "utf-8", **options):
     """One fit per response column (one model per gene), sharing the formula's design.
 
     ``formula``'s left-hand side is a placeholder replaced by each name in ``responses``;
     the design is built once. Returns a list of results in the order of ``responses``.
+    ``method``, ``encoding``: as for :func:`admbjax.fit_formula` (default REML for the
+    Gaussian family, else ML; UTF-8).
     """
     from ._families import get_family
-    from ._formula import formula_model
+    from ._formula import default_method, formula_model
     from ._io import read_data
 
-    df = read_data(data)
+    check_options(options, "fit_formula_responses", BATCH_OPTIONS)
+    method = default_method(family) if method is None else method
+    df = read_data(data, encoding)
     responses = list(responses)
     missing = [r for r in responses if r not in df.columns]
     if missing:
@@ -269,11 +323,13 @@ def fit_formula_responses(formula: str, data, responses, family="gaussian", meth
     model, grouped, d = formula_model(f"{responses[0]} ~{rhs}", df, family, categorical, na_action, sufficient=False)
     Y = df.loc[:, responses].to_numpy(float)
     options.setdefault("global_mode", not get_family(family).log_concave)
-    return _fit_responses(model, grouped, d, Y, get_family(family), method, rhs, responses, options)
+    return _fit_responses(model, grouped, d, Y, get_family(family), method, rhs, responses, options,
+                          label=lambda k: f"response {responses[k]!r}")
 
 
-def _fit_responses(model, grouped, d, Y, family, method, rhs, names, options):
-    """Fit the columns of ``Y`` (``[n_obs, B]``) as responses of one design, in one batch."""
+def _fit_responses(model, grouped, d, Y, family, method, rhs, names, options, label=None):
+    """Fit the columns of ``Y`` (``[n_obs, B]``) as responses of one design, in one batch;
+    warnings name position ``k`` by ``label(k)``."""
     packed = np.where(grouped.rows[..., None] >= 0, Y[np.maximum(grouped.rows, 0)], 0.0)
     finite = np.isfinite(Y).all(axis=0)
     beta0 = np.linalg.lstsq(d.X, np.where(np.isfinite(Y), Y, 0.0), rcond=None)[0].T
@@ -283,7 +339,7 @@ def _fit_responses(model, grouped, d, Y, family, method, rhs, names, options):
         start = beta0[b] if usable else model.beta
         models.append(replace(model, beta=start, formula=f"{name} ~{rhs}"))
         datas.append(replace(grouped, arrays=dict(grouped.arrays, y=packed[..., b])))
-    return fit_batch(models, datas, method, **options)
+    return fit_lanes(ListLanes(models, datas), np.arange(len(datas)), method, label=label, **options)
 
 
 def simulate(result, design, n_sim: int, seed: int = 0) -> np.ndarray:
@@ -309,27 +365,32 @@ def simulate(result, design, n_sim: int, seed: int = 0) -> np.ndarray:
     return rng.binomial(trials.astype(int)[:, None], 1.0 / (1.0 + np.exp(-eta))).astype(float)
 
 
-def bootstrap(formula: str, data, n_boot: int = 1000, family="gaussian", method: str = "REML", categorical=(),
-              na_action: str = "fail", seed: int = 0, **options):
+def bootstrap(formula: str, data, n_boot: int = 1000, family="gaussian", method: str | None = None, categorical=(),
+              na_action: str = "fail", seed: int = 0, encoding: str = "utf-8", **options):
     """Parametric bootstrap of a formula fit (lme4's ``bootMer``), all refits in one batch.
 
     Returns ``(fit, table, estimates)``: the original fit, a DataFrame with the bootstrap SE
     and percentile interval of every fixed effect and variance component, and the
     ``[n_boot, k]`` array of refitted estimates (NaN rows for refits that failed).
+    ``method``, ``encoding``: as for :func:`admbjax.fit_formula` (default REML for the
+    Gaussian family, else ML; UTF-8).
     """
     import pandas as pd
 
     from ._families import get_family
     from ._fit import fit
-    from ._formula import formula_model
+    from ._formula import default_method, formula_model
+    from ._io import read_data
 
-    model, grouped, d = formula_model(formula, data, family, categorical, na_action, sufficient=False)
+    check_options(options, "bootstrap", BATCH_OPTIONS)
+    method = default_method(family) if method is None else method
+    model, grouped, d = formula_model(formula, read_data(data, encoding), family, categorical, na_action, sufficient=False)
     options.setdefault("global_mode", not get_family(family).log_concave)
-    original = fit(model, grouped, method, **options)
+    original = fit(model, grouped, method, **{k: v for k, v in options.items() if k not in BATCH_OPTIONS})
     Y = simulate(original, d, n_boot, seed)
     rhs = formula.split("~", 1)[1]
     refits = _fit_responses(model, grouped, d, Y, get_family(family), method, rhs,
-                            [f"y*{i}" for i in range(n_boot)], options)
+                            [f"y*{i}" for i in range(n_boot)], options, label=lambda k: f"bootstrap refit {k}")
     names = list(original.confint().index)
     est = np.array([r.confint()["Estimate"].to_numpy() if r is not None and r.converged
                     else np.full(len(names), np.nan) for r in refits])

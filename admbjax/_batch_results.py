@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ._optimise import BAD_START
-from ._results import LaneTable, sd_corr
+from ._results import LaneTable, full_vcov_default, sd_corr
 
 
 class BatchResults(Sequence):
@@ -140,7 +140,8 @@ def _table_json(table: LaneTable, lanes_info, lanes) -> list:
     n_obs = np.asarray(lanes_info.n_obs)[lanes]
     nll = np.asarray(opt.f, dtype=float)
     fixed = '"fixed": {"names": ' + json.dumps(list(first.beta_names)) + ', "estimate": '
-    beta, se = _floats(inf.beta), _floats(np.sqrt(np.diagonal(inf.beta_cov, axis1=1, axis2=2)), null=True)
+    cov = inf.beta_cov_full if full_vcov_default(first.family) else inf.beta_cov   # FitResult.beta_se's
+    beta, se = _floats(inf.beta), _floats(np.sqrt(np.diagonal(cov, axis1=1, axis2=2)), null=True)
     random = _random_json(inf.report.get("G"), first) if "G" in inf.report else ["null"] * n
     sigma = _floats(inf.report["sigma"]) if "sigma" in inf.report else ["null"] * n
     df = _floats(inf.report["df"]) if "df" in inf.report else ["null"] * n

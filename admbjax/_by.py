@@ -123,14 +123,17 @@ def _shared_lanes(formula, df, codes, levels, by, family, categorical, na_action
         beta0, errors, _ = _level_ols(split, Xn, y, names, levels, by)
     for i, n_groups in enumerate(split.n_groups):
         errors[i] = (errors[i] or _formula.too_few_groups(group, int(n_groups))
-                     or _formula.unidentifiable(int(split.n_rows[i]), int(n_groups), tuple(Z.columns), group, GAUSSIAN))
+                     or _formula.unidentifiable(int(split.n_rows[i]), int(n_groups), tuple(Z.columns), group, GAUSSIAN,
+                                                blocks))
     kept = np.flatnonzero([e is None for e in errors])
     if not len(kept):
         return None, errors
-    stats = _level_statistics(split, y, Xn, Z.to_numpy(), beta0)
+    # sums of squares that overflow (a response of 1e160) are reported for their level by the batch
+    with np.errstate(over="ignore", invalid="ignore"):
+        stats = _level_statistics(split, y, Xn, Z.to_numpy(), beta0)
+        sigma = np.sqrt(stats["rr"].sum(axis=1) / np.maximum(split.n_rows, 1)) + 1e-8
     base = _base_model(formula, names, tuple(Z.columns), group, blocks)
     categories = np.asarray(frame[group].cat.categories, dtype=object)
-    sigma = np.sqrt(stats["rr"].sum(axis=1) / np.maximum(split.n_rows, 1)) + 1e-8
     return SharedLanes(base, split, stats, beta0, np.log(sigma), kept, categories), errors
 
 
@@ -230,7 +233,8 @@ def _level_ols(split: _Split, X, y, names, levels, by):
     whose ``X`` is rank deficient (checked exactly where it is in doubt), and the columns
     each such level would drop."""
     p = X.shape[1]
-    totals = _formula.subject_totals(split.codes, split.n_levels, y, X, X[:, :0])   # per level, not subject
+    with np.errstate(over="ignore", invalid="ignore"):   # y'y, unused here, may overflow (see _level_statistics)
+        totals = _formula.subject_totals(split.codes, split.n_levels, y, X, X[:, :0])   # per level, not subject
     XX, Xy = totals["XX"], totals["Xr"]
     scale = np.sqrt(np.maximum(np.diagonal(XX, axis1=1, axis2=2), 1e-300))
     eig = np.linalg.eigvalsh(XX / (scale[:, :, None] * scale[:, None, :]))

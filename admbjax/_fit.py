@@ -8,6 +8,7 @@ shape compiles nothing; compile time and fit time are measured and reported sepa
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -35,6 +36,19 @@ class FitSpec:
     max_iter: int
     quasi_newton: bool = True
     closed_form: Callable | None = None   # Model.closed_form: fit by ``_gaussian``
+
+
+#: Every keyword option of :func:`fit` (and of the front ends that pass options on to it):
+#: the fields of :class:`FitSpec` and of :class:`_objective.Spec` a user sets
+#: (``closed_form`` as a bool: whether to use the model's closed form).
+OPTIONS = tuple(f.name for f in dataclasses.fields(FitSpec) if f.name in ("gtol", "max_iter", "closed_form")) \
+    + _objective.OPTIONS
+
+
+def check_options(options, caller: str = "fit", extra=()) -> None:
+    """``TypeError`` for an option of ``caller`` (``fit`` or a front end, whose own keyword
+    arguments are ``extra``) that is not one; nothing is built or compiled before it."""
+    _objective.check_options(options, caller, valid=tuple(extra) + OPTIONS)
 
 
 class FitOutput(NamedTuple):
@@ -184,6 +198,7 @@ def fit(model: Model, data: GroupedData, method: str = "REML", *, gtol: float = 
     """
     from ._results import make_result
 
+    check_options(options, "fit")
     closed_form = pop_closed_form(model, options)
     objective = _objective.make_objective(model, data, method, **options)
     fs = FitSpec(objective.spec, model.report, model.ranef, float(gtol), int(max_iter), closed_form=closed_form)

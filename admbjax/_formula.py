@@ -518,18 +518,27 @@ def sufficient_statistics(d: Design, beta0: np.ndarray) -> dict:
     return dict(stats, beta0=np.broadcast_to(beta0, (n_groups, len(beta0))).copy())
 
 
-def unidentifiable(n: int, n_groups: int, random_names, group: str, family: Family) -> str | None:
-    """lme4's error where there are no more observations than random effects, or ``None``."""
-    q = len(random_names)
-    if "log_sigma" in family.dispersion and n <= q * n_groups:
-        return (f"number of observations (={n}) <= number of random effects (={q * n_groups}) for term "
-                f"({' + '.join(random_names)} | {group}); the random-effects parameters and the "
-                "residual variance (or scale parameter) are probably unidentifiable")
+def unidentifiable(n: int, n_groups: int, random_names, group: str, family: Family, blocks=None) -> str | None:
+    """lme4's error where there are no more observations than random effects in some term
+    (``check.nobs.vs.nRE``, ``checkZdims``: each term's levels x effects, not their total),
+    or ``None``. ``blocks``: the sizes of the terms (the blocks of ``Lambda``; a ``||`` term
+    is one per effect, as lme4 splits it), in the order of ``random_names``; default one term."""
+    if "log_sigma" not in family.dispersion:
+        return None
+    blocks = (len(random_names),) if blocks is None else tuple(blocks)
+    start = 0
+    for k in blocks:
+        names = tuple(random_names[start:start + k])
+        start += k
+        if n <= k * n_groups:
+            return (f"number of observations (={n}) <= number of random effects (={k * n_groups}) for term "
+                    f"({' + '.join(names)} | {group}); the random-effects parameters and the "
+                    "residual variance (or scale parameter) are probably unidentifiable")
     return None
 
 
 def _check_identifiable(d: Design, family: Family) -> None:
-    error = unidentifiable(len(d.y), len(d.groups.categories), d.random_names, d.group, family)
+    error = unidentifiable(len(d.y), len(d.groups.categories), d.random_names, d.group, family, d.blocks)
     if error:
         raise ValueError(error)
 
@@ -638,7 +647,7 @@ def formula_model(formula: str, data, family="gaussian", categorical=(), na_acti
 FALLBACK_AGQ = 7
 
 
-def _fit_with_fallback(model, grouped, method, options):
+def _fit_with_fallback(model, grouped, method, options, family: Family | None = None):
     """Fit; where a non-log-concave model's Laplace fit breaks down, refit by AGQ.
 
     For Student-t errors with gross outliers the Laplace approximation diverges where a
@@ -652,7 +661,8 @@ def _fit_with_fallback(model, grouped, method, options):
     """
     from ._fit import fit
 
-    auto = "n_agq" not in options and not get_family(model.family).log_concave
+    family = get_family(model.family) if family is None else family
+    auto = "n_agq" not in options and not family.log_concave
     if not auto:
         return fit(model, grouped, method, **options)
     with warnings.catch_warnings(record=True) as caught:
@@ -671,33 +681,82 @@ def _fit_with_fallback(model, grouped, method, options):
                    time_fit=result.time_fit + retry.time_fit)
 
 
-def conditional_residuals(result, design: Design, grouped) -> np.ndarray:
-    """``y - X beta - Z b_group`` for every observation, in row order."""
+def default_method(family) -> str:
+    """The method a fit uses unless told: REML for the Gaussian family (lme4's ``lmer``),
+    ML for every other (``glmer`` and ``glmmTMB`` fit GLMMs by maximum likelihood)."""
+    return "REML" if get_family(family).name == "gaussian" else "ML"
+
+
+#: Inverse links: the conditional mean of the response from the linear predictor.
+INVERSE_LINKS = {"identity": lambda eta: eta, "log": np.exp, "logit": lambda eta: 0.5 * (1.0 + np.tanh(0.5 * eta))}
+
+
+def conditional_residuals(result, design: Design, grouped=None, family=None, scaled: bool = False):
+    """Residuals of every observation, in row order, at the conditional modes: on the
+    response scale, ``y - mu`` with ``mu`` the inverse link of ``X beta + Z b_group``
+    (lme4's ``residuals(m, "response")``; for a binomial response the proportion ``y/n - p``
+    with ``n`` the trials, as lme4 gives it for ``cbind``). ``scaled``: Pearson residuals,
+    lme4's ``residuals(m, "pearson", scaled = TRUE)`` (the summary's "Scaled residuals"):
+    divided by the SD of the response given the random effects (``sigma`` for Gaussian and
+    Student-t: ``(y - mu) / sigma``; ``sqrt(mu)`` Poisson; ``sqrt(p (1 - p) / n)`` binomial).
+    ``family``: the fit's :class:`Family` (default: the one named ``result.family``).
+    ``None`` where the family's inverse link (or, for ``scaled``, its variance) is unknown."""
+    family = get_family(result.family) if family is None else family
+    inverse = INVERSE_LINKS.get(family.link)
+    if inverse is None:
+        return None
     code = np.asarray(design.groups.codes)
     eta = design.X @ result.beta + np.sum(design.Z * result.b[code], axis=1)
-    return design.y - eta
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):   # mu = 0 or 1: +-inf, as in R
+        y, mu = design.y, inverse(eta)
+        trials = None
+        if family.name == "binomial":
+            trials = design.trials if design.trials is not None else np.ones_like(y)
+            y = y / trials
+        resid = y - mu
+        if not scaled:
+            return resid
+        if "log_sigma" in family.dispersion and result.sigma:
+            return resid / result.sigma
+        if family.name == "poisson":
+            return resid / np.sqrt(mu)
+        if family.name == "binomial":
+            return resid / np.sqrt(mu * (1.0 - mu) / trials)
+    return None
 
 
-def fit_formula(formula: str, data, family="gaussian", method: str = "REML", categorical=(),
-                na_action: str = "fail", start: dict | None = None, **fit_options):
+def fit_formula(formula: str, data, family="gaussian", method: str | None = None, categorical=(),
+                na_action: str = "fail", start: dict | None = None, encoding: str = "utf-8", **fit_options):
     """Fit an lme4-style formula: ``fit_formula("Reaction ~ Days + (Days | Subject)", df)``.
 
     Args:
       formula: ``response ~ fixed + (expr | group)``; ``(expr || group)`` for uncorrelated
         random effects; ``cbind(successes, failures)`` as response for binomial trials.
       data: a pandas DataFrame, a CSV path, or a bundled dataset's name (``"sleepstudy"``).
-      family: ``"gaussian"``, ``"student_t"`` (or a :class:`Family`).
-      method: ``"REML"`` or ``"ML"``.
+      family: ``"gaussian"``, ``"student_t"``, ``"poisson"``, ``"binomial"`` (or a
+        :class:`Family`).
+      method: ``"REML"`` or ``"ML"``; default (``None``) REML for the Gaussian family and ML
+        for every other, as ``lmer``, ``glmer`` and ``glmmTMB`` do.
       categorical: numeric columns to treat as factors (R's ``factor()``); string columns
         and the grouping factor always are.
       na_action: ``"fail"`` (default) or ``"omit"`` to drop rows with missing values.
       start: natural-scale starting values, ``{"beta": [...], "sigma": s, "df": nu}``.
+      encoding: the text encoding of a CSV file ``data`` (default UTF-8).
       fit_options: passed to :func:`admbjax.fit` (``gtol``, ``max_iter``, ...).
+
+    The result's ``extra`` holds ``residuals`` (response scale) and ``scaled_residuals``
+    (Pearson), see :func:`conditional_residuals`, and the fixed-effect columns ``dropped``.
     """
-    model, grouped, d = formula_model(formula, data, family, categorical, na_action, start)
-    fit_options.setdefault("global_mode", not get_family(family).log_concave)
-    result = _fit_with_fallback(model, grouped, method, fit_options)
-    resid = conditional_residuals(result, d, grouped)
-    scale = result.sigma if result.sigma else 1.0
-    extra = dict(result.extra, residuals=resid, scaled_residuals=resid / scale, dropped=d.dropped)
+    from ._fit import check_options
+    from ._io import read_data
+
+    check_options(fit_options, "fit_formula")
+    fam = get_family(family)
+    method = default_method(fam) if method is None else method
+    model, grouped, d = formula_model(formula, read_data(data, encoding), fam, categorical, na_action, start)
+    fit_options.setdefault("global_mode", not fam.log_concave)
+    result = _fit_with_fallback(model, grouped, method, fit_options, fam)
+    resid = conditional_residuals(result, d, grouped, fam)
+    scaled = conditional_residuals(result, d, grouped, fam, scaled=True)
+    extra = dict(result.extra, residuals=resid, scaled_residuals=scaled, dropped=d.dropped, link=fam.link)
     return replace(result, extra=extra)

@@ -7,7 +7,8 @@ integrated out with the random effects. Every derivative is exact (see ``_laplac
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import difflib
+from dataclasses import dataclass, fields, replace
 
 import jax
 import jax.numpy as jnp
@@ -46,6 +47,7 @@ class Spec:
 
     @classmethod
     def of(cls, model: Model, method: str, **options) -> "Spec":
+        check_options(options, "make_objective")
         reml = check_method(method) == "REML"
         if options.get("hessian", "fd") not in HESSIANS:
             raise ValueError(f"`hessian` must be one of {HESSIANS}, got {options['hessian']!r}")
@@ -71,6 +73,21 @@ class Spec:
 
     def x0(self, model: Model) -> np.ndarray:
         return self.layout.flat(model.theta, model.beta)
+
+
+#: The fields of :class:`Spec` a user sets, as keyword options of ``fit`` and its front ends
+#: (the others follow from the model and the method).
+OPTIONS = tuple(f.name for f in fields(Spec) if f.name not in ("nll", "layout", "n_random", "reml"))
+
+
+def check_options(options, caller: str, valid=OPTIONS) -> None:
+    """Raise ``TypeError`` naming the first of ``options`` (a mapping of keyword options)
+    that is not in ``valid``, and listing ``valid``; before anything is built or compiled."""
+    unknown = [k for k in options if k not in valid]
+    if unknown:
+        close = difflib.get_close_matches(str(unknown[0]), valid, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise TypeError(f"{caller}() got an unknown option {unknown[0]!r}{hint}; valid options: {', '.join(valid)}")
 
 
 def marginal(spec: Spec, x, mode_init: _laplace.Mode, data, n_steps: int = 2, search=True):

@@ -34,7 +34,10 @@ class FitResult:
 
     ``nll`` is the Laplace marginal negative log-likelihood (restricted for REML), with
     lme4's constants; ``criterion = 2 nll`` (REML criterion or deviance); ``loglik = -nll``.
-    ``beta_cov`` is conditional on the variance parameters (lme4's ``vcov``); ``x_cov`` is
+    ``beta_cov`` is conditional on the variance parameters (lme4's ``vcov`` of ``lmer``);
+    ``beta_cov_full`` includes their uncertainty (``glmer``'s ``vcov``, glmmTMB's
+    ``sdreport``). ``vcov()``, ``beta_se``, the tables, ``to_dict`` and the summary use the
+    one lme4 and glmmTMB report for the family (:func:`full_vcov_default`). ``x_cov`` is
     the inverse Hessian of the marginal nll in the outer parameters ``x`` (named
     ``x_names``); ``report``/``report_se`` hold the model's natural-scale quantities and
     their delta-method standard errors. ``u`` are conditional modes of the spherical random
@@ -89,31 +92,48 @@ class FitResult:
         return len(self.ids)
 
     @property
+    def vcov_full(self) -> bool:
+        """Whether :meth:`vcov` and :attr:`beta_se` include the variance parameters'
+        uncertainty by default (every family but the Gaussian: :func:`full_vcov_default`)."""
+        return full_vcov_default(self.family)
+
+    @property
     def beta_se(self) -> np.ndarray:
-        """Fixed-effect SEs conditional on the variance parameters, as lme4's ``vcov``."""
-        return np.sqrt(np.diag(self.beta_cov))
+        """Fixed-effect SEs as lme4 and glmmTMB report them for the family: conditional on
+        the variance parameters for a Gaussian model (``lmer``), else including their
+        uncertainty (``glmer``, glmmTMB). See :attr:`vcov_full`."""
+        return np.sqrt(np.diag(self.vcov()))
 
     @property
     def beta_se_full(self) -> np.ndarray:
         """Fixed-effect SEs including the variance parameters' uncertainty, as glmmTMB's."""
         return np.sqrt(np.diag(self.beta_cov_full))
 
-    def vcov(self, full: bool = False) -> np.ndarray:
-        """Covariance of ``beta``: lme4's (default) or, with ``full=True``, glmmTMB's."""
+    @property
+    def beta_se_conditional(self) -> np.ndarray:
+        """Fixed-effect SEs conditional on the variance parameters, as ``lmer``'s ``vcov``."""
+        return np.sqrt(np.diag(self.beta_cov))
+
+    def vcov(self, full: bool | None = None) -> np.ndarray:
+        """Covariance of ``beta``: ``full=True`` including the variance parameters'
+        uncertainty (``glmer``, glmmTMB), ``False`` conditional on them (``lmer``); default
+        the family's convention (:attr:`vcov_full`)."""
+        full = self.vcov_full if full is None else full
         return self.beta_cov_full if full else self.beta_cov
 
-    def confint(self, level: float = 0.95, full: bool = False):
+    def confint(self, level: float = 0.95, full: bool | None = None):
         """Wald intervals (DataFrame) for the fixed effects and the natural-scale report.
 
         Variance components get delta-method SEs from the inverse Hessian of the marginal
         nll (TMB's ``sdreport``); the intervals of positive quantities (``sd``, ``sigma``,
         ``df``) are Wald intervals on the log scale, mapped back, so they stay positive.
+        ``full``: the fixed effects' SEs, as for :meth:`vcov`.
         """
         import pandas as pd
 
         z = _normal_quantile(0.5 + level / 2)
         rows = {}
-        se = self.beta_se_full if full else self.beta_se
+        se = np.sqrt(np.diag(self.vcov(full)))
         for name, est, s in zip(self.beta_names, self.beta, se):
             rows[name] = (est, s, est - z * s, est + z * s)
         for key, est in self.report.items():
@@ -123,7 +143,8 @@ class FitResult:
             labels = _report_labels(key, self.random_names, self.group, est.size)
             for lab, e, v in zip(labels, est, s):
                 if key in POSITIVE and e > 0:
-                    lo, hi = e * np.exp(-z * v / e), e * np.exp(z * v / e)
+                    with np.errstate(over="ignore"):     # an SD at the boundary: up to inf, as it should
+                        lo, hi = e * np.exp(-z * v / e), e * np.exp(z * v / e)
                 else:
                     lo, hi = e - z * v, e + z * v
                     lo, hi = (max(lo, -1.0), min(hi, 1.0)) if key == "corr" else (lo, hi)
@@ -214,6 +235,20 @@ class FitResult:
         }
 
 
+#: Families whose fixed-effect SEs are by default conditional on the variance parameters:
+#: the Gaussian (lme4's ``lmer`` reports ``RX``'s), and a hand-written :class:`Model`'s
+#: default label, whose family is not known. ``glmer`` (its ``vcov`` takes the beta block of
+#: the inverse Hessian in all parameters) and glmmTMB (``sdreport``) include their
+#: uncertainty for every other family.
+CONDITIONAL_VCOV_FAMILIES = ("gaussian", "custom")
+
+
+def full_vcov_default(family: str) -> bool:
+    """Whether a fit of ``family`` reports fixed-effect SEs that include the uncertainty of
+    the variance parameters (``beta_cov_full``) rather than conditional ones (``beta_cov``)."""
+    return family not in CONDITIONAL_VCOV_FAMILIES
+
+
 def sd_corr(G):
     """SDs and correlation matrix of covariance matrices ``G`` (``[..., q, q]``), as
     :meth:`FitResult.to_dict` reports them: a unit diagonal, 0 where an SD is 0."""
@@ -285,8 +320,24 @@ def min_curvature(chol) -> np.ndarray:
     return np.linalg.eigvalsh(chol @ np.swapaxes(chol, -1, -2))[..., 0]
 
 
+def _se_unavailable(beta_covs) -> str:
+    """What is lost when the Hessian of the marginal nll is not positive definite: the SEs of
+    the variance parameters always; those of the fixed effects where they include their
+    uncertainty. ``beta_covs``: the fit's default fixed-effect covariance and the
+    conditional one (``None``: not known)."""
+    if beta_covs is None:
+        return "standard errors unavailable"
+    shown, conditional = (bool(np.all(np.isfinite(np.diagonal(c)))) for c in beta_covs)
+    if shown:
+        return ("standard errors of the variance parameters unavailable (the fixed-effect standard errors "
+                "are conditional on them)")
+    return ("standard errors of the fixed effects and the variance parameters unavailable"
+            + (" (vcov(full=False) gives fixed-effect ones conditional on the variance parameters)"
+               if conditional else ""))
+
+
 def _conditions(data: GroupedData, ok, inner_converged, curvature, grad: float, converged: bool, status: str,
-                hessian_pd: bool, singular: bool) -> list[str]:
+                hessian_pd: bool, singular: bool, beta_covs=None) -> list[str]:
     msgs = []
     not_pd, not_conv = _subjects(data, ok), _subjects(data, inner_converged)
     flat = _subjects(data, ~(curvature < FLAT_CURVATURE) | ~np.asarray(ok, bool))
@@ -301,7 +352,7 @@ def _conditions(data: GroupedData, ok, inner_converged, curvature, grad: float, 
     if not converged:
         msgs.append(f"Model failed to converge with max|grad| = {grad:.3g} ({status})")
     if not hessian_pd:
-        msgs.append("Hessian of the marginal nll is not positive definite: standard errors unavailable")
+        msgs.append(f"Hessian of the marginal nll is not positive definite: {_se_unavailable(beta_covs)}")
     if singular:
         msgs.append("boundary (singular) fit: see help('isSingular')")
     return msgs
@@ -400,7 +451,9 @@ class LaneTable:
         singular, grad, hessian_pd = bool(self.singular[j]), float(self.grad[j]), bool(inf.hessian_pd[j])
         clean = converged and reliable and hessian_pd and not singular and bool(np.all(ok[j, :n]))
         msgs = [] if clean else _conditions(data, ok[j], inner[j], self.curvature[j], grad, converged,
-                                            status_text, hessian_pd, singular)
+                                            status_text, hessian_pd, singular,
+                                            ((inf.beta_cov_full if full_vcov_default(model.family) else inf.beta_cov)[j],
+                                             inf.beta_cov[j]))
         if self.signs is None:
             x, x_cov, u = _canonical(model, layout, opt.x[j], inf.x_cov[j], inf.u[j, :n])
         else:

@@ -6,14 +6,28 @@ import numpy as np
 
 _FAMILY_TITLE = {
     "gaussian": "Linear mixed model fit by {method}",
-    "student_t": "Student-t mixed model fit by {method} (Laplace approximation)",
+    "student_t": "Student-t mixed model fit by {method} ({approximation})",
+    "custom": "Mixed model fit by {method} ({approximation})",
 }
 
 
 def _title(res) -> str:
     method = "REML" if res.method == "REML" else "maximum likelihood"
-    template = _FAMILY_TITLE.get(res.family, "Mixed model ({family}) fit by {method} (Laplace approximation)")
-    return template.format(method=method, family=res.family)
+    n_agq = res.extra.get("n_agq") or 1
+    approximation = ("Laplace Approximation" if n_agq == 1
+                     else f"Adaptive Gauss-Hermite Quadrature, nAGQ = {n_agq}")
+    template = _FAMILY_TITLE.get(res.family, "Generalized linear mixed model fit by {method} ({approximation})")
+    return template.format(method=method, approximation=approximation)
+
+
+def _family_line(res) -> list[str]:
+    """lme4's `` Family: binomial  ( logit )``, for every family but the Gaussian."""
+    if res.family in ("gaussian", "custom"):
+        return []
+    from ._families import FAMILIES
+
+    link = res.extra.get("link") or getattr(FAMILIES.get(res.family), "link", None)
+    return [f" Family: {res.family}" + (f"  ( {link} )" if link else "")]
 
 
 def _criterion_lines(res) -> list[str]:
@@ -68,11 +82,12 @@ def _correlation_lines(res) -> list[str]:
         return []
     se = res.beta_se
     with np.errstate(invalid="ignore", divide="ignore"):
-        corr = res.beta_cov / np.outer(se, se)
+        corr = res.vcov() / np.outer(se, se)
     short = [n[:6] for n in res.beta_names]
     rows = [[""] + short[:-1]]
     for i in range(1, p):
-        rows.append([short[i]] + [f"{corr[i, j]:.3f}" for j in range(i)] + [""] * (p - 1 - i))
+        rows.append([short[i]] + [f"{corr[i, j]:.3f}" if np.isfinite(corr[i, j]) else "NaN" for j in range(i)]
+                    + [""] * (p - 1 - i))
     return ["", "Correlation of Fixed Effects:"] + _table(rows, right=set(range(1, p)))
 
 
@@ -81,13 +96,13 @@ def _fixed_lines(res) -> list[str]:
     stat = "t value" if res.sigma is not None else "z value"
     rows = [["", "Estimate", "Std. Error", stat]]
     for name, est, s in zip(res.beta_names, res.beta, se):
-        rows.append([name, f"{est:.6g}", f"{s:.6g}", f"{est / s:.3f}" if s > 0 else "NaN"])
+        rows.append([name, f"{est:.6g}", f"{s:.6g}" if np.isfinite(s) else "NaN", f"{est / s:.3f}" if s > 0 else "NaN"])
     return ["Fixed effects:"] + _table(rows, right={1, 2, 3})
 
 
 def summary(res) -> str:
     """The summary text, in the order lme4 prints it."""
-    lines = [_title(res)]
+    lines = [_title(res)] + _family_line(res)
     if res.formula:
         lines.append(f"Formula: {res.formula}")
     lines += [""] + _criterion_lines(res) + [""] + _residual_lines(res) + _random_lines(res) + [""]

@@ -18,8 +18,12 @@ def _parser() -> argparse.ArgumentParser:
     fit = sub.add_parser("fit", help="fit a mixed model given by an lme4-style formula")
     fit.add_argument("--data", required=True, help="CSV file, or the name of a bundled dataset (sleepstudy)")
     fit.add_argument("--formula", required=True, help='e.g. "Reaction ~ Days + (Days | Subject)"')
-    fit.add_argument("--family", default="gaussian", help="gaussian | student_t (default gaussian)")
-    fit.add_argument("--method", default="REML", help="REML | ML (default REML)")
+    fit.add_argument("--family", default="gaussian",
+                     help="gaussian | student_t | poisson | binomial (default gaussian)")
+    fit.add_argument("--method", default=None,
+                     help="REML | ML (default REML for gaussian, ML for the other families, as lme4 and glmmTMB)")
+    fit.add_argument("--encoding", default="utf-8",
+                     help="text encoding of the CSV file (default utf-8; e.g. latin-1, cp1252)")
     fit.add_argument("--categorical", default="", help="comma-separated numeric columns to treat as factors")
     fit.add_argument("--na-action", default="fail", choices=["fail", "omit"],
                      help="rows with missing values: fail (default) or omit them with a message")
@@ -30,8 +34,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _fit(args) -> int:
     from ._formula import fit_formula
+    from ._io import read_data
 
     categorical = [c.strip() for c in args.categorical.split(",") if c.strip()]
+    if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):   # before the fit, not after
+        raise ValueError(f"cannot write --json {args.json!r}: its directory does not exist")
+    args.data = read_data(args.data, encoding=args.encoding)
     if args.by:
         return _fit_by(args, categorical)
     result = fit_formula(args.formula, args.data, family=args.family, method=args.method,
@@ -79,21 +87,50 @@ def main(argv=None) -> int:
     warnings.formatwarning = lambda message, category, *a, **k: f"admbjax: {message}\n"
     try:
         return _fit(args)
-    except (ValueError, TypeError, FileNotFoundError, KeyError, OSError) as err:
-        print(f"admbjax: error: {err}", file=sys.stderr)
+    except BrokenPipeError:          # the reader went away (``| head``): :func:`run` exits quietly
+        raise
+    except KeyboardInterrupt:
+        print("admbjax: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, LookupError, OSError) as err:
+        print(f"admbjax: error: {_message(err) or type(err).__name__}", file=sys.stderr)
         return 2
+    except Exception as err:         # anything else: still one line, never a traceback
+        detail = _message(err)
+        print(f"admbjax: error: {type(err).__name__}" + (f": {detail}" if detail else ""), file=sys.stderr)
+        return 2
+
+
+def _message(err: BaseException) -> str:
+    """``err``'s text on one line (a KeyError's without the quotes its ``str`` adds)."""
+    text = err.args[0] if isinstance(err, KeyError) and len(err.args) == 1 else err
+    return str(text).strip().replace("\n", "; ")
+
+
+#: The exit status of a command whose output pipe was closed, as of a shell tool that SIGPIPE ends (128 + 13).
+BROKEN_PIPE_STATUS = 141
 
 
 def run() -> None:
     """The ``admbjax`` command: :func:`main`, then exit at once, its output flushed. Python's
     normal shutdown would then tear down JAX's backend and free every module: 0.27 s of a
-    1.3 s sleepstudy fit, with nothing left to do (results are computed, files closed)."""
-    rc = main()
+    1.3 s sleepstudy fit, with nothing left to do (results are computed, files closed).
+    A closed output pipe (``admbjax fit ... | head``) ends it quietly with status 141, as
+    SIGPIPE ends a shell tool; the exit skips the flush that would report it again."""
+    try:
+        rc = main()
+    except SystemExit as done:       # argparse: --help, usage errors (their message already written)
+        rc = done.code if isinstance(done.code, int) else int(done.code is not None)
+    except BrokenPipeError:
+        rc = BROKEN_PIPE_STATUS
     try:
         sys.stdout.flush()
+    except BrokenPipeError:
+        rc = BROKEN_PIPE_STATUS
+    try:
         sys.stderr.flush()
-    except OSError:        # a closed pipe (``| head``)
-        rc = rc or 1
+    except OSError:
+        pass
     os._exit(rc)
 
 

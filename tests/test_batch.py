@@ -46,7 +46,8 @@ def test_batch_equals_single_fits(batch, genes):
 def test_failed_lane_does_not_touch_the_others(batch, genes):
     results, messages = batch
     assert results[4] is None
-    assert any("batch fit 4 was not fitted: `y` has NaN or inf in 1 row(s) (0-based): 7" in m for m in messages)
+    assert any("response 'g3' was not fitted: column 'g3' has NaN or inf in 1 row(s) (0-based): 7" in m
+               for m in messages)
     # the same batch without the bad gene gives the same numbers for the others (to rounding:
     # a lane's position in the vectorised program can change the last bit)
     clean = admbjax.fit_formula_responses(FORMULA, genes, ["Reaction", "g0", "g1", "g2", "g4"])
