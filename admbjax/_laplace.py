@@ -196,30 +196,68 @@ def solve_mode(nll, theta, beta_outer, data, init: Mode, *, tol=1e-10, max_iter=
     return z, InnerInfo(done, it)
 
 
+#: Distance (in the whitened ``u``, where the prior has unit variance) from 0 of the extra
+#: starts of the global mode search, one each way along each axis (:func:`search_starts`).
+SEARCH_RADIUS = 1.5
+
+
+def search_starts(u0):
+    """Inner starts ``[2 + 2q, N, q]`` of the global mode search: the warm start ``u0``,
+    ``u = 0``, and ``u = +-SEARCH_RADIUS`` along each axis (every subject alike)."""
+    n, q = u0.shape
+    eye = SEARCH_RADIUS * jnp.eye(q, dtype=u0.dtype)
+    points = jnp.concatenate([jnp.zeros((1, q), u0.dtype), eye, -eye])
+    return jnp.concatenate([u0[None], jnp.broadcast_to(points[:, None, :], (2 * q + 1, n, q))])
+
+
+def _lowest(f, converged, axis=0):
+    """Index of the lowest finite ``f`` along ``axis`` among the converged solves, or among
+    all where none converged."""
+    f = jnp.where(jnp.isfinite(f), f, jnp.inf)
+    f_conv = jnp.where(converged, f, jnp.inf)
+    return jnp.argmin(jnp.where(jnp.any(converged, axis=axis, keepdims=True), f_conv, f), axis=axis)
+
+
+def _lowest_per_subject(modes_u, f, converged):
+    """The ``u`` (``[N, q]``) and start index (``[N]``) of each subject's lowest ``f``
+    (``[S, N]``), preferring converged solves (``[S, N]``)."""
+    pick = _lowest(f, converged)
+    return jnp.take_along_axis(modes_u, pick[None, :, None], axis=0)[0], pick
+
+
 def solve_global_mode(nll, theta, beta_outer, data, init: Mode, *, tol=1e-10, max_iter=100):
-    """:func:`solve_mode` from the warm start ``init`` and from ``u = 0``; the lower nll wins.
+    """The lowest of the inner modes that :func:`solve_mode` reaches from several starts.
 
     For densities that are not log-concave in ``u`` (Student-t errors) a subject's
-    conditional density can have two modes. Tracking one mode by warm starts follows it
-    to where it vanishes (a fold, where ``H_uu,i`` becomes singular and the Laplace nll goes
-    to minus infinity); the global mode does not. ML picks per subject; REML, whose joint
-    problem couples subjects through ``beta``, picks the start with the lower total nll.
+    conditional density can have several modes (one fitting the bulk of its observations,
+    others bent towards its outliers). Tracking one mode by warm starts follows it to where
+    it vanishes (a fold, where ``H_uu,i`` becomes singular and the Laplace nll goes to minus
+    infinity); the global mode does not. The starts are :func:`search_starts`: the warm
+    start ``init``, ``u = 0`` and points around it; two (warm and cold) missed a subject's
+    lower mode on contaminated sleepstudy data (issue 11).
+
+    ML picks per subject. REML's joint problem couples the subjects through ``beta``: each
+    subject's lowest mode is found with ``beta`` held at ``init.beta``, the joint problem is
+    solved from those modes and from ``init``, and the lower total nll wins (comparing only
+    joint solves from a warm and a cold start kept a joint mode 8.8 higher than glmmTMB's).
     """
-    cold = Mode(init.beta, jnp.zeros_like(init.u))
-    starts = jax.tree.map(lambda a, b: jnp.stack([a, b]), init, cold)
+    starts_u = search_starts(init.u)
+    empty = jnp.zeros((0,), init.u.dtype)
+    per_subject = beta_outer if init.beta.shape[0] == 0 else init.beta
+    solve_u = lambda u0: solve_mode(nll, theta, per_subject, data, Mode(empty, u0), tol=tol, max_iter=max_iter)
+    modes, infos = jax.vmap(solve_u)(starts_u)
+    f = jax.vmap(lambda u: values(nll, theta, per_subject, Mode(empty, u), data))(modes.u)      # [S, N]
+    u, pick = _lowest_per_subject(modes.u, f, infos.converged)
+    if init.beta.shape[0] == 0:
+        converged = jnp.take_along_axis(infos.converged, pick[None], axis=0)[0]
+        return Mode(init.beta, u), InnerInfo(converged, jnp.max(infos.iterations))
+    joint = jax.tree.map(lambda a, b: jnp.stack([a, b]), init, Mode(init.beta, u))
     solve = lambda z0: solve_mode(nll, theta, beta_outer, data, z0, tol=tol, max_iter=max_iter)
-    modes, infos = jax.vmap(solve)(starts)
-    f = jax.vmap(lambda z: values(nll, theta, beta_outer, z, data))(modes)      # [2, N]
-    f = jnp.where(jnp.isfinite(f), f, jnp.inf)
-    if init.beta.shape[0]:
-        pick = jnp.broadcast_to(jnp.argmin(f.sum(axis=1)), f.shape[1:])
-    else:
-        pick = jnp.argmin(f, axis=0)
-    take = lambda a: jnp.take_along_axis(a, pick.reshape((1, -1) + (1,) * (a.ndim - 2)), axis=0)[0]
-    u = take(modes.u)
-    beta = modes.beta[pick[0]]
-    converged = take(infos.converged)
-    return Mode(beta, u), InnerInfo(converged, jnp.max(infos.iterations))
+    modes, infos = jax.vmap(solve)(joint)
+    total = jax.vmap(lambda z: values(nll, theta, beta_outer, z, data))(modes).sum(axis=1)
+    best = _lowest(total, jnp.all(infos.converged, axis=1))
+    take = lambda a: a[best]
+    return Mode(take(modes.beta), take(modes.u)), InnerInfo(take(infos.converged), jnp.max(infos.iterations))
 
 
 #: A followed mode whose ``H_uu,i`` has an eigenvalue below this (in the whitened ``u``, where
@@ -259,20 +297,49 @@ def gauss_hermite_grid(n_points: int, q: int):
     return nodes, log_w
 
 
-def agq_nll(nll, theta, beta_outer, data, z: Mode, step: "Step", n_points: int):
+#: The quadrature nodes of a subject are scaled by a curvature of at least this times the
+#: median over subjects of the smallest eigenvalue of ``H_i`` (:func:`agq_nll`).
+AGQ_MIN_CURVATURE = 0.1
+
+
+def min_eigenvalue(h):
+    """Smallest eigenvalue of each symmetric ``[..., q, q]`` block, ``q <= 2`` in closed form
+    (no LAPACK; a gradient that stays finite where the two eigenvalues are equal)."""
+    q = h.shape[-1]
+    if q == 1:
+        return h[..., 0, 0]
+    if q > 2:
+        return jnp.linalg.eigvalsh(h)[..., 0]
+    a, b, d = h[..., 0, 0], h[..., 0, 1], h[..., 1, 1]
+    r2 = 0.25 * (a - d) ** 2 + b * b
+    r = jnp.where(r2 > 0, jnp.sqrt(jnp.where(r2 > 0, r2, 1.0)), 0.0)
+    return 0.5 * (a + d) - r
+
+
+def agq_nll(nll, theta, beta_outer, data, z: Mode, h_uu, n_points: int):
     """Adaptive Gauss-Hermite quadrature of each subject's marginal nll (ML only).
 
-        -log int exp(-f_i(u)) du = -(q/2) log(2 pi) + 1/2 log det H_i
+        -log int exp(-f_i(u)) du = -(q/2) log(2 pi) + 1/2 log det A_i
                                    - log sum_k w_k exp(-f_i(u_hat + C_i t_k) + |t_k|^2 / 2),
 
-    with ``C_i = R_i^{-T}`` for ``H_i = R_i R_i'`` (Liu & Pierce 1994; lme4's nAGQ, here for
-    one or more random effects per subject). One point is the Laplace approximation.
+    with ``C_i = R_i^{-T}`` for ``A_i = R_i R_i'`` (Liu & Pierce 1994; lme4's nAGQ, here for
+    one or more random effects per subject). ``A_i`` is ``H_i``, the Hessian at the mode,
+    shifted up where its smallest eigenvalue is below :data:`AGQ_MIN_CURVATURE` times the
+    median subject's (a floor that follows the units of ``u``): any positive definite ``A_i``
+    gives a quadrature rule of the same integral, and this one is bounded. With ``A_i = H_i``
+    the rule inherits the Laplace approximation's singularity: where a mode turns flat
+    (``H_i`` nearly singular, as Student-t outliers make it) the nodes spread out to where
+    only the centre one counts, and the nll goes to minus infinity with ``1/2 log det H_i``.
     """
     n, q = z.u.shape
     nodes, log_w = gauss_hermite_grid(n_points, q)
     nodes = jnp.asarray(nodes, z.u.dtype)
+    lam = min_eigenvalue(h_uu)
+    typical = jnp.nanmedian(jnp.where(data["subject_mask"] > 0, lam, jnp.nan))
+    shift = jnp.maximum(AGQ_MIN_CURVATURE * jnp.maximum(typical, 0.0) - lam, 0.0)
+    chol, _ = _linalg.cholesky(h_uu + shift[:, None, None] * jnp.eye(q, dtype=h_uu.dtype))
     # u_k = u_hat + R^{-T} t_k for every subject and node: [N, K, q]
-    offsets = jnp.swapaxes(_linalg.solve_upper_t(step.chol_uu, jnp.broadcast_to(nodes.T, (n, q, nodes.shape[0]))), 1, 2)
+    offsets = jnp.swapaxes(_linalg.solve_upper_t(chol, jnp.broadcast_to(nodes.T, (n, q, nodes.shape[0]))), 1, 2)
     beta = beta_outer
 
     def subject(u_hat, off, d):
@@ -280,7 +347,7 @@ def agq_nll(nll, theta, beta_outer, data, z: Mode, step: "Step", n_points: int):
         return -jax.scipy.special.logsumexp(log_w - f + 0.5 * jnp.sum(nodes**2, axis=1))
 
     lse = jax.vmap(subject)(z.u, offsets, _per_subject(data))
-    logdet = _linalg.logdet_from_cholesky(step.chol_uu)
+    logdet = _linalg.logdet_from_cholesky(chol)
     per_subject = lse + 0.5 * logdet - 0.5 * q * LOG_2PI
     return jnp.sum(data["subject_mask"] * per_subject)
 
@@ -311,7 +378,7 @@ def laplace(nll, theta, beta_outer, data, mode0: Mode, *, n_steps: int = 2, n_ag
     const = 0.5 * LOG_2PI * (q * n_real + z.beta.shape[0])
     value = jnp.sum(blk.f) + 0.5 * step.logdet - const
     if n_agq > 1:
-        value = agq_nll(nll, theta, beta_outer, data, z, step, n_agq)
+        value = agq_nll(nll, theta, beta_outer, data, z, blk.h_uu, n_agq)
     value = jnp.where(jnp.all(step.ok), value, jnp.inf)
     return Laplace(value, z, step.ok, step)
 

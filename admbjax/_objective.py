@@ -94,11 +94,11 @@ def marginal(spec: Spec, x, mode_init: _laplace.Mode, data, n_steps: int = 2, se
     """Laplace marginal nll at ``x``, with the inner solve warm-started at ``mode_init``.
 
     With ``spec.global_mode``, ``search`` (a traced bool) says whether to look for the
-    global inner mode (warm and cold starts) or only to follow ``mode_init`` (enough when
-    ``mode_init`` is the global mode at a nearby point: a finite-difference step away, or
-    the previous outer iterate). A followed mode is a smooth local solution until it nears
-    a fold, where it vanishes and the Laplace nll dives to minus infinity; the search is
-    made there whatever ``search`` says (:func:`_laplace.near_fold`).
+    global inner mode (:func:`_laplace.solve_global_mode`) or only to follow ``mode_init``
+    (enough when ``mode_init`` is the global mode at a nearby point: a finite-difference step
+    away; every optimiser iterate searches). A followed mode is a smooth local solution
+    until it nears a fold, where it vanishes and the Laplace nll dives to minus infinity;
+    the search is made there whatever ``search`` says (:func:`_laplace.near_fold`).
     """
     beta_outer = None if spec.reml else spec.layout.beta_of(x)
     xs = jax.lax.stop_gradient(x)
@@ -135,8 +135,12 @@ def value_grad_hessian(spec: Spec, x, mode_init, data, need_hessian=True):
     if need_hessian is True:
         return full(spec, x, mode_init, data)
 
-    def gradient_only():  # follows the modes of the previous iterate (see ``marginal``)
-        f, g, (lap, info) = _value_and_grad(spec, x, mode_init, data, search=False)
+    def gradient_only():
+        # searches for the global inner mode (with ``spec.global_mode``), as the Hessian's
+        # centre does: following the previous iterate's modes instead let the optimiser ride
+        # a followed mode towards its fold, where the Laplace nll dives (Student-t REML fits
+        # of contaminated sleepstudy stopped there with max|grad| 1e4-1e7, issue 11)
+        f, g, (lap, info) = _value_and_grad(spec, x, mode_init, data, search=True)
         k, p = x.shape[0], lap.mode.beta.shape[0]
         return f, g, jnp.zeros((k, k), x.dtype), lap, info, jnp.zeros((p, k), x.dtype)
 
