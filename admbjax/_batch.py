@@ -101,7 +101,7 @@ class _Progress:
 
 
 def fit_batch(models, datas, method: str = "REML", *, chunk_size: int = 512, progress: bool | None = None,
-              gtol: float = 1e-6, max_iter: int = 100, **options):
+              gtol: float = _optimise.GTOL, max_iter: int = 100, **options):
     """Fit many datasets (and/or starting values) of one model structure in one program.
 
     Args:
@@ -129,7 +129,7 @@ def fit_batch(models, datas, method: str = "REML", *, chunk_size: int = 512, pro
 
 
 def fit_lanes(lanes, index, method: str, *, chunk_size: int = 512, progress: bool | None = None,
-              gtol: float = 1e-6, max_iter: int = 100, label=None, **options):
+              gtol: float = _optimise.GTOL, max_iter: int = 100, label=None, **options):
     """Fit every lane of ``lanes`` (:class:`ListLanes` or ``_by.SharedLanes``) in one batch;
     a :class:`BatchResults` over positions ``index`` (a lane each, or -1), with warnings
     that name positions by ``label(k)`` (default: "batch fit k")."""
@@ -143,7 +143,7 @@ def fit_lanes(lanes, index, method: str, *, chunk_size: int = 512, progress: boo
         options.setdefault("hessian", "exact")
     spec = _objective.Spec.of(base, method, **options)
     # every lane runs every branch of a vmapped program: full Newton steps, no BFGS phase
-    fs = FitSpec(spec, base.report, base.ranef, float(gtol), int(max_iter), quasi_newton=False,
+    fs = FitSpec(spec, base.report, base.ranef, float(gtol), int(max_iter), batched=True,
                  closed_form=closed_form)
     tables, bad = [], {}
     bar = _Progress(n, progress)
@@ -333,13 +333,23 @@ def _fit_responses(model, grouped, d, Y, family, method, rhs, names, options, la
     packed = np.where(grouped.rows[..., None] >= 0, Y[np.maximum(grouped.rows, 0)], 0.0)
     finite = np.isfinite(Y).all(axis=0)
     beta0 = np.linalg.lstsq(d.X, np.where(np.isfinite(Y), Y, 0.0), rcond=None)[0].T
-    models, datas = [], []
+    from ._formula import constant_response
+
+    models, datas, index = [], [], np.full(len(names), -1)
+    label = label or (lambda k: f"batch fit {k}")
     for b, name in enumerate(names):
+        error = constant_response(Y[:, b], family, name) if finite[b] else None
+        if error:                      # as the fit alone: refused (a zero residual variance)
+            warnings.warn(f"{label(b)} was not fitted: {error}", AdmbjaxWarning, stacklevel=3)
+            continue
         usable = finite[b] and family.link == "identity"
         start = beta0[b] if usable else model.beta
+        index[b] = len(models)
         models.append(replace(model, beta=start, formula=f"{name} ~{rhs}"))
         datas.append(replace(grouped, arrays=dict(grouped.arrays, y=packed[..., b])))
-    return fit_lanes(ListLanes(models, datas), np.arange(len(datas)), method, label=label, **options)
+    if not models:
+        raise ValueError(f"no response can be fitted: {constant_response(Y[:, 0], family, names[0])}")
+    return fit_lanes(ListLanes(models, datas), index, method, label=label, **options)
 
 
 def simulate(result, design, n_sim: int, seed: int = 0) -> np.ndarray:

@@ -148,13 +148,14 @@ def _table_json(table: LaneTable, lanes_info, lanes) -> list:
     converged, singular = _bools(table.converged(n_sub)), _bools(table.singular)
     compile_s = _floats(np.where(np.arange(n) == 0, table.t_compile, 0.0))
     fit_s = float.__repr__(float(table.t_fit))
+    scaled = _floats(table.scaled_grad, null=True)
     out = []
     for j, (crit, loglik, grad, its) in enumerate(zip(_floats(2.0 * nll), _floats(-nll), _floats(table.grad),
                                                       np.asarray(opt.iterations).tolist())):
         out.append(f'{head}, "formula": {formulas[j]}, "n_obs": {int(n_obs[j])}, "n_groups": {int(n_sub[j])}, '
                    f'"criterion": {crit}, "loglik": {loglik}, {fixed}{beta[j]}, "se": {se[j]}}}, '
                    f'"random": {random[j]}, "sigma": {sigma[j]}, "df": {df[j]}, "converged": {converged[j]}, '
-                   f'"singular": {singular[j]}, "max_abs_grad": {grad}, "iterations": {its}, '
+                   f'"singular": {singular[j]}, "max_abs_grad": {grad}, "scaled_grad": {scaled[j]}, "iterations": {its}, '
                    f'"time_s": {{"compile": {compile_s[j]}, "fit": {fit_s}}}}}')
     return out
 

@@ -121,10 +121,17 @@ def _shared_lanes(formula, df, codes, levels, by, family, categorical, na_action
         keep = [j for j, name in enumerate(names) if name not in gone]
         names, Xn = tuple(names[j] for j in keep), Xn[:, keep]
         beta0, errors, _ = _level_ols(split, Xn, y, names, levels, by)
+    low, high = np.full(len(levels), np.inf), np.full(len(levels), -np.inf)
+    np.minimum.at(low, codes, y)
+    np.maximum.at(high, codes, y)
+    constant = low == high
     for i, n_groups in enumerate(split.n_groups):
         errors[i] = (errors[i] or _formula.too_few_groups(group, int(n_groups))
                      or _formula.unidentifiable(int(split.n_rows[i]), int(n_groups), tuple(Z.columns), group, GAUSSIAN,
-                                                blocks))
+                                                blocks)
+                     or _formula.no_residual_dof(int(split.n_rows[i]), len(names), GAUSSIAN)
+                     or (_formula.constant_response(y[codes == i], GAUSSIAN, formula.split("~")[0].strip())
+                         if constant[i] else None))
     kept = np.flatnonzero([e is None for e in errors])
     if not len(kept):
         return None, errors

@@ -34,7 +34,8 @@ class FitSpec:
     ranef: Callable | None
     gtol: float
     max_iter: int
-    quasi_newton: bool = True
+    quasi_newton: bool = False            # BFGS between Hessians (large outer dimension)
+    batched: bool = False                 # lanes of a vmapped batch: no eigendecompositions
     closed_form: Callable | None = None   # Model.closed_form: fit by ``_gaussian``
 
 
@@ -68,13 +69,13 @@ def fit_program(fs: FitSpec, x0, mode0, data, budget=None) -> FitOutput:
     if fs.closed_form is not None:
         return _gaussian.fit_program(fs, x0, data, max_iter)
 
-    def vgh(x, mode, need_hessian):
-        f, g, h, lap, info, dbeta = value_grad_hessian(fs.spec, x, mode, data, need_hessian)
+    def vgh(x, mode, need_hessian, length):
+        f, g, h, lap, info, dbeta = value_grad_hessian(fs.spec, x, mode, data, need_hessian, length)
         return f, g, h, (lap, info, dbeta)
 
     placeholder = _laplace.placeholder(mode0) + (jnp.zeros((mode0.beta.shape[0], x0.shape[0])),)
     opt = _optimise.minimise(vgh, x0, mode0, lambda aux: aux[0].mode, placeholder,
-                             gtol=fs.gtol, max_iter=max_iter, quasi_newton=fs.quasi_newton)
+                             gtol=fs.gtol, max_iter=max_iter, quasi_newton=fs.quasi_newton, modify=not fs.batched)
     lap, _, dbeta = opt.aux
     inference = infer(fs.spec, fs.report, fs.ranef, opt.x, opt.h, lap, dbeta)
     return FitOutput(opt, inference)
@@ -174,7 +175,12 @@ def pop_closed_form(model: Model, options: dict):
     return model.closed_form if options.pop("closed_form", True) else None
 
 
-def fit(model: Model, data: GroupedData, method: str = "REML", *, gtol: float = 1e-6,
+#: Outer dimensions above which a single fit updates its Hessian by BFGS between evaluations
+#: (each costs 2k + 1 gradients) instead of taking one every Newton step.
+QUASI_NEWTON_DIM = 16
+
+
+def fit(model: Model, data: GroupedData, method: str = "REML", *, gtol: float = _optimise.GTOL,
         max_iter: int = 100, **options):
     """Fit ``model`` to ``data`` by Laplace-approximated ML or REML.
 
@@ -183,7 +189,8 @@ def fit(model: Model, data: GroupedData, method: str = "REML", *, gtol: float = 
       data: a :class:`GroupedData` from :func:`group_data`.
       method: ``"REML"`` integrates out ``u`` and ``beta`` (flat prior); ``"ML"`` integrates
         out ``u`` and optimises ``beta`` with ``theta``.
-      gtol: convergence tolerance on ``max |gradient|`` of the marginal nll.
+      gtol: convergence tolerance on the scaled gradient of the marginal nll, the Newton
+        decrement ``sqrt(g' H^{-1} g)`` (free of the parameters' units; ``_optimise``).
       max_iter: limit on outer Newton iterations.
       options: ``inner_tol``, ``inner_max_iter`` for the inner Newton solver;
         ``global_mode`` (default True; False only for densities log-concave in ``u``, where the
@@ -201,7 +208,9 @@ def fit(model: Model, data: GroupedData, method: str = "REML", *, gtol: float = 
     check_options(options, "fit")
     closed_form = pop_closed_form(model, options)
     objective = _objective.make_objective(model, data, method, **options)
-    fs = FitSpec(objective.spec, model.report, model.ranef, float(gtol), int(max_iter), closed_form=closed_form)
+    k = objective.spec.layout.size
+    fs = FitSpec(objective.spec, model.report, model.ranef, float(gtol), int(max_iter),
+                 quasi_newton=closed_form is None and k > QUASI_NEWTON_DIM, closed_form=closed_form)
     args = (objective.spec.x0(model), objective.spec.initial_mode(model, data.shape[0]), data.tree())
     out, t_compile, t_fit = run(fs, args)
     return make_result(model, data, objective.spec.layout, fs, out, t_compile, t_fit)

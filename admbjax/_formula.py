@@ -263,15 +263,25 @@ class Design:
     trials: np.ndarray | None = None
 
 
-def _matrix(spec: str, df: pd.DataFrame, names: _syntax.Names, where: str | None = None) -> pd.DataFrame:
+def _matrix(spec: str, df: pd.DataFrame, names: _syntax.Names, where: str | None = None,
+            term: str | None = None) -> pd.DataFrame:
     """The model matrix of ``spec`` (formulaic's text, :func:`translate`) on ``df`` (columns
-    renamed to their aliases), with R's column names; ``where``: the user's text of it."""
+    renamed to their aliases), with R's column names; ``where``: the user's text of it;
+    ``term``: what to call its one column in errors (the response)."""
     where = names.user_name(spec) if where is None else where
     try:
-        mm = formulaic.model_matrix(spec, df, context=_syntax.CONTEXT, na_action="raise")
-    except formulaic.errors.FormulaicError as err:
+        with np.errstate(all="ignore"):       # log(0), sqrt(-1): reported below, by term and row
+            mm = formulaic.model_matrix(spec, df, context=_syntax.CONTEXT, na_action="ignore")
+    except (formulaic.errors.FormulaicError, ValueError, TypeError, ArithmeticError) as err:
         raise ValueError(f"malformed formula part {where!r}: {names.user_name(str(err))}") from None
-    return pd.DataFrame(np.asarray(mm, dtype=float), columns=[r_name(c, names) for c in mm.columns])
+    out = pd.DataFrame(np.asarray(mm, dtype=float), columns=[r_name(c, names) for c in mm.columns])
+    bad = ~np.isfinite(out.to_numpy())
+    if bad.any():
+        column = term or out.columns[np.flatnonzero(bad.any(axis=0))[0]]
+        rows = df.index[bad.any(axis=1)]
+        raise ValueError(f"formula term {column!r} is NaN or infinite in {len(rows)} row(s) (0-based): "
+                         f"{_list(rows)}; the data there are outside the domain of its function")
+    return out
 
 
 def _response(tr: Translated, df: pd.DataFrame, lhs: str):
@@ -279,7 +289,7 @@ def _response(tr: Translated, df: pd.DataFrame, lhs: str):
     for t in tr.response:
         if re.fullmatch(r"_c\d+_", t) and not pd.api.types.is_numeric_dtype(df[t]):
             raise ValueError(f"the response {tr.names.user_name(t).strip('`')!r} is not numeric (dtype {df[t].dtype})")
-        cols.append(_matrix(f"0 + I({t})", df, tr.names, lhs).iloc[:, 0].to_numpy())
+        cols.append(_matrix(f"0 + I({t})", df, tr.names, lhs, tr.names.user_name(t)).iloc[:, 0].to_numpy())
     if len(cols) == 2:
         return cols[0], cols[0] + cols[1]
     return cols[0], None
@@ -587,6 +597,9 @@ def _check_response(d: Design, family: Family) -> None:
         raise ValueError(f"cbind(successes, failures) is a binomial response; family is {family.name!r}")
     if family.validate is not None:
         family.validate(d.y, d.trials if d.trials is not None else np.ones_like(d.y))
+    error = constant_response(d.y, family, d.formula.split("~")[0].strip())
+    if error:
+        raise ValueError(error)
     if family.name == "binomial" and (d.trials is None or np.all(d.trials == 1)):
         codes = np.asarray(d.groups.codes)
         lo = np.bincount(codes, weights=d.y == 0, minlength=len(d.groups.categories))
@@ -594,6 +607,15 @@ def _check_response(d: Design, family: Family) -> None:
         if np.all((lo == 0) | (lo == n)):
             raise ValueError(f"the 0/1 response is all one value within every level of {d.group!r}: the "
                              "random-effect variance is not identified (complete separation by group)")
+
+
+def constant_response(y: np.ndarray, family: Family, response: str) -> str | None:
+    """lme4's error for a constant response of a family with a scale (its residual variance
+    would be zero: no likelihood has a maximum), or ``None``."""
+    if "log_sigma" in family.dispersion and len(y) and np.all(y == y[0]):
+        return (f"the response {response!r} is constant (every value is {y[0]:.6g}): its residual variance is "
+                "zero, so the model has no maximum likelihood (lme4: response is constant)")
+    return None
 
 
 def no_residual_dof(n: int, p: int, family: Family) -> str | None:
@@ -839,6 +861,35 @@ def conditional_residuals(result, design: Design, grouped=None, family=None, sca
     return None
 
 
+#: A fitted mean within this of 0 (or a probability within it of 1) is numerically 0 or 1,
+#: as R's ``glm.fit`` judges it (``10 * .Machine$double.eps``).
+NUMERICALLY_ZERO = 10 * np.finfo(float).eps
+
+
+def separation(result, design: Design, family: Family) -> str | None:
+    """The warning glm and lme4 users know where fitted probabilities (binomial) or means
+    (Poisson) are numerically 0 or 1: complete or quasi-complete separation, where some
+    fixed effects run off to infinity and the "estimates" and their SEs mean nothing; or
+    ``None``. The coefficients named are those moving the linear predictor by more than 10
+    over the range of their column."""
+    if family.name not in ("binomial", "poisson"):
+        return None
+    code = np.asarray(design.groups.codes)
+    eta = design.X @ result.beta + np.sum(design.Z * result.b[code], axis=1)
+    with np.errstate(over="ignore"):
+        mu = np.exp(eta) if family.name == "poisson" else 1.0 / (1.0 + np.exp(-eta))
+    bad = (mu < NUMERICALLY_ZERO) | ((mu > 1 - NUMERICALLY_ZERO) if family.name == "binomial" else False)
+    if not np.any(bad):
+        return None
+    span = np.ptp(design.X, axis=0)
+    span = np.where(span > 0, span, np.abs(design.X).max(axis=0))       # the intercept: its value
+    large = [n for n, b, s in zip(design.beta_names, result.beta, span) if abs(b) * s > 10]
+    what = "probabilities numerically 0 or 1" if family.name == "binomial" else "means numerically 0"
+    return (f"fitted {what} occurred in {int(bad.sum())} of {len(bad)} observations: complete or quasi-complete "
+            f"separation, so fixed effects run off to infinity ({', '.join(large) or 'see the estimates'}); their "
+            "estimates and standard errors are meaningless: the model did not converge to a maximum")
+
+
 def fit_formula(formula: str, data, family="gaussian", method: str | None = None, categorical=(),
                 na_action: str = "fail", start: dict | None = None, encoding: str = "utf-8", **fit_options):
     """Fit an lme4-style formula: ``fit_formula("Reaction ~ Days + (Days | Subject)", df)``.
@@ -873,4 +924,9 @@ def fit_formula(formula: str, data, family="gaussian", method: str | None = None
     resid = conditional_residuals(result, d, grouped, fam)
     scaled = conditional_residuals(result, d, grouped, fam, scaled=True)
     extra = dict(result.extra, residuals=resid, scaled_residuals=scaled, dropped=d.dropped, link=fam.link)
+    separated = separation(result, d, fam)
+    if separated:
+        warnings.warn(separated, AdmbjaxWarning, stacklevel=2)
+        return replace(result, extra=extra, converged=False, status="complete or quasi-complete separation",
+                       messages=result.messages + (separated,))
     return replace(result, extra=extra)

@@ -217,14 +217,14 @@ def _nll_beta(lambda_of, spec, x, data):
     return nll, (aux[0] if spec.reml else aux[0][:0])
 
 
-def fd_hessian(value_grad_aux, x):
+def fd_hessian(value_grad_aux, x, length=None):
     """``((value, aux), gradient, Hessian, d aux / dx)`` at ``x`` from ``value_grad_aux`` (a
     ``value_and_grad`` with ``aux``, exact, mapped over points) at ``x`` and ``x +- h e_j``:
     the Hessian by central differences of the exact gradient, as the engine's default
     (relative error ~1e-8). One gradient traced once compiles to a program about half the
     size of forward-over-reverse AD's; mapped one point after another (``lax.map``), its
     memory is one gradient's (N = 1e5 subjects: 580 MB at peak instead of 1,039 MB)."""
-    steps, shifts = fd_shifts(x)
+    steps, shifts = fd_shifts(x, length)
     (values, aux), grads = value_grad_aux(x + shifts)
     h = central_differences(grads, steps)
     return (values[0], aux[0]), grads[0], 0.5 * (h + h.T), central_differences(aux, steps).T
@@ -248,11 +248,11 @@ def fit_program(fs, x0, data, max_iter):
     nll_beta = lambda x: _nll_beta(lambda_of, spec, x, data)
     value_grad_beta = jax.value_and_grad(nll_beta, has_aux=True)
 
-    def vgh(x, warm, need_hessian):
+    def vgh(x, warm, need_hessian, length):
         if spec.hessian == "exact":
             (value, _), grad = value_grad_beta(x)
             return value, grad, jax.hessian(lambda x: nll_beta(x)[0])(x), jnp.zeros((p, k), x.dtype)
-        (value, _), grad, hessian, dbeta = fd_hessian(lambda xs: jax.lax.map(value_grad_beta, xs), x)
+        (value, _), grad, hessian, dbeta = fd_hessian(lambda xs: jax.lax.map(value_grad_beta, xs), x, length)
         return value, grad, hessian, dbeta
 
     lam0 = moment_start(lambda_of, totals(data)[0], spec.layout.theta_of(x0)["lambda"])
@@ -260,7 +260,7 @@ def fit_program(fs, x0, data, max_iter):
     start = jnp.where(jnp.all(jnp.isfinite(start)), start, x0)
     # the Hessian is cheap: full Newton steps throughout (no BFGS phase)
     opt = _optimise.minimise(vgh, start, (), lambda aux: (), jnp.zeros((p, k), x0.dtype), gtol=fs.gtol,
-                             max_iter=max_iter, quasi_newton=False)
+                             max_iter=max_iter, modify=False, relength=False)
     lap, info = _laplace_state(lambda_of, spec, opt.x, data)
     dbeta = jax.jacfwd(lambda x: nll_beta(x)[1])(opt.x) if spec.hessian == "exact" else opt.aux
     opt = opt._replace(aux=(lap, info, dbeta), last_aux=(lap, info, dbeta))

@@ -117,7 +117,7 @@ def marginal(spec: Spec, x, mode_init: _laplace.Mode, data, n_steps: int = 2, se
     return lap, info
 
 
-def value_grad_hessian(spec: Spec, x, mode_init, data, need_hessian=True):
+def value_grad_hessian(spec: Spec, x, mode_init, data, need_hessian=True, length=None):
     """``(nll, gradient, Hessian, Laplace, InnerInfo, dbeta_dx)`` at ``x``.
 
     ``dbeta_dx`` (``[p_int, k]``) is the derivative of the inner mode's ``beta`` (REML's
@@ -130,8 +130,12 @@ def value_grad_hessian(spec: Spec, x, mode_init, data, need_hessian=True):
     - ``"exact"``: forward-over-reverse AD through two Newton steps (fourth derivatives).
 
     ``need_hessian`` (a traced bool) False skips the Hessian (zeros returned in its place).
+    ``length``: each parameter's scale for the differences (:func:`fd_shifts`).
     """
-    full = _exact_value_grad_hessian if spec.hessian == "exact" else _fd_value_grad_hessian
+    if spec.hessian == "exact":
+        full = _exact_value_grad_hessian
+    else:
+        full = lambda spec, x, mode_init, data: _fd_value_grad_hessian(spec, x, mode_init, data, length)
     if need_hessian is True:
         return full(spec, x, mode_init, data)
 
@@ -153,13 +157,13 @@ def _value_and_grad(spec, x, mode_init, data, search=True):
     return f, g, aux
 
 
-def _fd_value_grad_hessian(spec, x, mode_init, data):
+def _fd_value_grad_hessian(spec, x, mode_init, data, length=None):
     # One traced body for the centre and the 2k shifted points (smaller programs), run as a
     # scan: the centre (first) searches for the global inner mode from ``mode_init``; each
     # shifted point starts from the centre's mode and only follows it (a step away, it is
     # one or two Newton iterations from there).
     k = x.shape[0]
-    steps, shifts = fd_shifts(x)
+    steps, shifts = fd_shifts(x, length)
     first = jnp.arange(2 * k + 1) == 0
 
     def lane(carry, shift_first):
@@ -177,11 +181,16 @@ def _fd_value_grad_hessian(spec, x, mode_init, data):
     return fs[0], gs[0], 0.5 * (h + h.T), lap, info, central_differences(beta, steps).T
 
 
-def fd_shifts(x):
+def fd_shifts(x, length=None):
     """``(steps, shifts)``: the central-difference steps ``h_j`` at ``x`` and the ``2k + 1``
-    shifts ``0, +h_j e_j, -h_j e_j`` (``[2k + 1, k]``)."""
+    shifts ``0, +h_j e_j, -h_j e_j`` (``[2k + 1, k]``).
+
+    ``h_j = FD_STEP l_j`` with ``l_j`` the length over which the objective changes along
+    ``x_j``: the optimiser passes ``1 / sqrt(H_jj)`` of its last Hessian (a standard error;
+    ``_optimise.lengths``), so that steps follow the parameters' units (a ``beta`` of 1e-9 with
+    a standard error of 1e-11 gets a step of 1e-15, not 1e-4). Default ``l_j = 1 + |x_j|``."""
     k = x.shape[0]
-    steps = FD_STEP * (1.0 + jnp.abs(x))
+    steps = FD_STEP * ((1.0 + jnp.abs(x)) if length is None else length)
     return steps, jnp.concatenate([jnp.zeros((1, k), x.dtype), jnp.diag(steps), -jnp.diag(steps)])
 
 

@@ -9,7 +9,16 @@ positive definite (Nocedal & Wright 2006, ch. 4; Nielsen 1999 for the damping up
 Every lane of a vmapped batch runs the same fixed sequence of operations, so batches stay in
 lock-step, each lane freezing once it has converged (DESIGN.md section 5).
 
-Convergence is judged by the gradient: ``max |g| <= gtol`` (nll units).
+Nothing depends on the units of the parameters (a ``beta`` in ms or in years, a response
+multiplied by 1e12): each parameter has a length, its standard error ``1 / sqrt(H_jj)`` at
+the last evaluated Hessian (:func:`lengths`); steps are taken in coordinates measured in
+those lengths, where that Hessian has a unit diagonal (Marquardt 1963's scaling of the
+damping), the objective's finite-difference steps follow them, and convergence is judged
+by the Newton decrement ``sqrt(g' H^{-1} g) <= gtol``, the scaled gradient: the
+distance to the optimum of the local quadratic model in units of the standard errors (with
+the nll halving its square as the decrease still to come), invariant under any linear change
+of the parameters (Boyd & Vandenberghe 2004, section 9.5.1). lme4 judges by the same scaled
+gradient (``checkConv``).
 """
 
 from __future__ import annotations
@@ -22,10 +31,14 @@ import jax.numpy as jnp
 from . import _linalg
 
 RUNNING, CONVERGED, MAX_ITER, STALLED, BAD_START = 0, 1, 2, 3, 4
+
+#: Default tolerance on the scaled gradient (Newton decrement) at convergence: estimates
+#: within about 1e-8 standard errors of the optimum, and a nll within 1e-16 of it.
+GTOL = 1e-8
 STATUS_MESSAGES = {
-    CONVERGED: "converged: max|grad| below tolerance",
-    MAX_ITER: "iteration limit reached before max|grad| fell below tolerance",
-    STALLED: "no step decreases the objective any further, but max|grad| is above tolerance",
+    CONVERGED: "converged: scaled gradient (Newton decrement) below tolerance",
+    MAX_ITER: "iteration limit reached before the scaled gradient fell below tolerance",
+    STALLED: "no step decreases the objective any further, but the scaled gradient is above tolerance",
     BAD_START: "the objective or its derivatives are not finite at the initial values",
 }
 
@@ -45,6 +58,9 @@ class OptState(NamedTuple):
     n_evals: jax.Array
     status: jax.Array
     fresh: jax.Array  # h was evaluated (not updated) at x
+    scale: jax.Array  # each parameter's length (lengths): the units of steps and differences
+    relength: jax.Array  # the last evaluated Hessian implies other lengths: evaluate it again
+    dec: jax.Array       # the Newton decrement at x (decrement)
 
 
 def _gershgorin_shift(h):
@@ -53,14 +69,71 @@ def _gershgorin_shift(h):
     return jnp.maximum(jnp.max(off - jnp.diagonal(h)), 0.0)
 
 
+#: A Jacobi-scaled Hessian (unit diagonal) with an eigenvalue below minus this (relative to
+#: the largest) has a direction of negative curvature.
+NEGATIVE_CURVATURE = 1e-6
+
+
+#: Below this Newton decrement a point with negative curvature is near a saddle: the step
+#: also follows the negative curvature (where the gradient alone no longer leads away).
+SADDLE_DECREMENT = 1e-2
+
+
 def _positive_definite(h):
-    """``h`` where it is positive definite; else ``h`` with its eigenvalues replaced by their
-    absolute values (floored): a Newton step on it still follows the curvature along every
-    eigenvector, and descends (Nocedal & Wright 2006, section 3.4)."""
+    """``(h+, escape)``: ``h`` where it is positive definite, else ``h`` with its eigenvalues
+    replaced by their absolute values (floored): a Newton step on it still follows the
+    curvature along every eigenvector, and descends (Nocedal & Wright 2006, section 3.4).
+    ``escape``: the eigenvector of the most negative eigenvalue where there is negative
+    curvature (a way off a saddle point, where the gradient is zero), else zeros."""
     w, v = jnp.linalg.eigh(h)
-    floor = 1e-8 * (1.0 + jnp.max(jnp.abs(w)))
-    modified = (v * jnp.maximum(jnp.abs(w), floor)) @ v.T
-    return jnp.where(_linalg.cholesky(h)[1], h, 0.5 * (modified + modified.T))
+    top = 1.0 + jnp.max(jnp.abs(w))
+    modified = (v * jnp.maximum(jnp.abs(w), 1e-8 * top)) @ v.T
+    escape = jnp.where(w[0] < -NEGATIVE_CURVATURE * top, v[:, 0], 0.0)
+    return jnp.where(_linalg.cholesky(h)[1], h, 0.5 * (modified + modified.T)), escape
+
+
+def initial_lengths(x):
+    """Each parameter's length before any Hessian is known: ``1 + |x_j|``. A Hessian taken
+    with steps that it puts far off is taken again with its own (:data:`RELENGTH`)."""
+    return 1.0 + jnp.abs(x)
+
+
+def lengths(h, x, old):
+    """Each parameter's length from an evaluated Hessian: ``1 / sqrt(H_jj)`` (a standard
+    error), at most ``1e3 max(1, |x_j|)`` (a nearly flat direction) and at least ``1e-8 |x_j|``
+    (a difference step must change ``x_j`` in floating point); ``old`` where ``H_jj`` is not
+    positive and finite."""
+    d = jnp.diagonal(h)
+    good = (d > 0) & jnp.isfinite(d)
+    se = 1.0 / jnp.sqrt(jnp.where(good, d, 1.0))
+    return jnp.where(good, jnp.clip(se, 1e-8 * jnp.abs(x), 1e3 * jnp.maximum(1.0, jnp.abs(x))), old)
+
+
+#: A Hessian evaluated with lengths (finite-difference steps) that it puts more than this
+#: factor off is evaluated again at the same point with its own (at most twice, at the start).
+RELENGTH = 10.0
+
+
+def jacobi_scale(h):
+    """``s`` with ``diag(s) h diag(s)`` of unit diagonal (1 where a diagonal entry is 0)."""
+    d = jnp.abs(jnp.diagonal(h))
+    return 1.0 / jnp.sqrt(jnp.where(d > 0, d, 1.0))
+
+
+def decrement(g, h):
+    """The Newton decrement ``sqrt(g' H^{-1} g)`` at gradient ``g``: the scaled gradient of
+    :data:`STATUS_MESSAGES`, in Jacobi-scaled coordinates (the same number, better rounded);
+    infinite where ``H`` is not positive definite (no minimum of the quadratic model)."""
+    s = jacobi_scale(h)
+    chol, ok = _linalg.cholesky(h * jnp.outer(s, s))
+    return jnp.where(ok, jnp.linalg.norm(_linalg.solve_lower(chol, (g * s)[:, None])[:, 0]), jnp.inf)
+
+
+def _no_negative_curvature(h):
+    """Whether ``h`` (Jacobi-scaled) has no eigenvalue below ``-NEGATIVE_CURVATURE``."""
+    s = jacobi_scale(h)
+    w = jnp.linalg.eigvalsh(h * jnp.outer(s, s))
+    return w[0] >= -NEGATIVE_CURVATURE * (1.0 + jnp.max(jnp.abs(w)))
 
 
 def bfgs_update(h, step, dg):
@@ -73,23 +146,36 @@ def bfgs_update(h, step, dg):
     return jnp.where(good, 0.5 * (new + new.T), h)
 
 
-def minimise(vgh: Callable, x0, warm0, warm_of: Callable, aux0, *, gtol: float = 1e-6,
-             max_iter: int = 100, quasi_newton: bool = True) -> OptState:
-    """Minimise ``f`` given ``vgh(x, warm, need_hessian) -> (f, g, H, aux)``.
+def minimise(vgh: Callable, x0, warm0, warm_of: Callable, aux0, *, gtol: float = GTOL,
+             max_iter: int = 100, quasi_newton: bool = False, modify: bool = True,
+             relength: bool = True) -> OptState:
+    """Minimise ``f`` given ``vgh(x, warm, need_hessian, length) -> (f, g, H, aux)``.
+
+    ``length`` (``[k]``) is each parameter's length (:func:`lengths`; ``1 + |x_j|`` at the
+    start), for an objective whose Hessian is taken by differences.
 
     ``warm`` is warm-start state for the objective (the inner modes): ``warm0`` at first,
     then ``warm_of(aux)`` of the last accepted point. The objective is traced once: the
     first iteration evaluates it at ``x0`` (a zero step from a placeholder state);
     ``aux0`` is a placeholder shaped like ``aux``.
 
-    With ``quasi_newton`` the Hessian is evaluated at the start and, once ``max|g| <= gtol``,
-    at the optimum (one more zero step, so that the result carries an accurate Hessian for
-    standard errors); in between it is updated by BFGS from gradients alone, each of which
-    costs a fraction of a Hessian. Where the Hessian is indefinite (far from the optimum of
-    a non-convex objective) the steps use its absolute-eigenvalue modification, which the
-    BFGS updates then keep positive definite. Without it (batches, where every lane computes every
-    branch anyway) every iteration evaluates the Hessian.
+    Every iteration evaluates the Hessian, unless ``quasi_newton`` (a large outer dimension):
+    then it is evaluated at the start and, once the scaled gradient is below ``gtol``, at the
+    optimum (one more zero step, so that the result carries an accurate Hessian for standard
+    errors), and in between updated by BFGS from gradients alone.
+    With ``modify`` (single fits; it needs a ``k x k`` eigendecomposition) steps use the
+    absolute-eigenvalue modification of an indefinite Hessian (far from the optimum of a
+    non-convex objective), and at a stationary point where the evaluated Hessian has negative
+    curvature (a saddle point, such as a start with a variance of exactly zero) the step
+    follows that curvature downhill: such a point never counts as converged. Without it
+    (batches, and the Gaussian closed form, whose fits alone and in a batch take the same
+    steps) an indefinite Hessian is damped until positive definite, and a saddle point is
+    flagged afterwards (``_results.curvature_check``).
     ``max_iter`` may be traced (a batch lane's budget).
+    ``gtol`` bounds the Newton decrement (:func:`decrement`) at convergence.
+    ``relength``: a first Hessian that puts the parameters' lengths far from those it was
+    taken with is taken again (:data:`RELENGTH`); an objective whose differences do not depend
+    on their steps (quadratic in the parameters with units) can do without.
     Returns the final :class:`OptState`; ``status`` is one of the codes above.
     """
     k = x0.shape[0]
@@ -97,41 +183,67 @@ def minimise(vgh: Callable, x0, warm0, warm_of: Callable, aux0, *, gtol: float =
     inf = jnp.full((), jnp.inf, x0.dtype)
     state = OptState(x0, inf, jnp.zeros_like(x0), eye, aux0, aux0, warm0, jnp.zeros((), x0.dtype),
                      jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), jnp.asarray(RUNNING),
-                     jnp.asarray(False))
+                     jnp.asarray(False), initial_lengths(x0), jnp.asarray(False), jnp.zeros((), x0.dtype))
 
     def body(s: OptState) -> OptState:
-        scale = 1.0 + jnp.max(jnp.abs(jnp.diagonal(s.h)))
-        refresh = (jnp.max(jnp.abs(s.g)) <= gtol) & ~s.fresh        # converged on an updated Hessian
+        # the step in coordinates scaled by the last evaluated Hessian (unit diagonal there):
+        # damping, floors and the modification of an indefinite Hessian do not depend on the
+        # parameters' units; the scale is held between evaluations, so that the damping
+        # keeps its meaning while BFGS updates the Hessian
+        sc = s.scale
+        hs = s.h * jnp.outer(sc, sc)
+        scale = 1.0 + jnp.max(jnp.abs(jnp.diagonal(hs)))
+        refresh = ((s.dec <= gtol) & ~s.fresh) | s.relength   # converged on an updated Hessian
         need_h = (s.iterations == 0) | refresh | (not quasi_newton)
-        h = _positive_definite(s.h) if quasi_newton else s.h
-        chol, ok = _linalg.cholesky(h + s.lam * eye)
-        d = jnp.where(ok & ~refresh, -_linalg.cho_solve(chol, s.g), 0.0)
-        ok = ok | refresh
+        hs, escape = _positive_definite(hs) if modify else (hs, jnp.zeros_like(s.x))
+        h = hs / jnp.outer(sc, sc)
+        chol, ok = _linalg.cholesky(hs + s.lam * eye)
+        d = sc * jnp.where(ok & ~refresh, -_linalg.cho_solve(chol, s.g * sc), 0.0)
+        # near a stationary point where the (evaluated) Hessian has negative curvature: a
+        # step of about one standard error along it, downhill, shrinking as steps are rejected
+        if modify:
+            saddle = s.fresh & jnp.any(escape != 0) & (decrement(s.g, h) <= SADDLE_DECREMENT) & ~refresh
+            downhill = jnp.where(jnp.dot(escape, s.g * sc) > 0, -1.0, 1.0)
+            d = jnp.where(saddle, d + sc * escape * downhill / (1.0 + s.lam), d)
+        else:
+            saddle = jnp.asarray(False)
+        ok = ok | refresh | saddle
         x1 = s.x + d
-        f1, g1, h1, aux1 = jax.lax.cond(ok, lambda: vgh(x1, s.warm, need_h), lambda: (inf, s.g, s.h, s.last_aux))
+        f1, g1, h1, aux1 = jax.lax.cond(ok, lambda: vgh(x1, s.warm, need_h, sc), lambda: (inf, s.g, s.h, s.last_aux))
         h1 = jnp.where(need_h, h1, bfgs_update(h, d, g1 - s.g))
         finite = jnp.isfinite(f1) & jnp.all(jnp.isfinite(g1)) & jnp.all(jnp.isfinite(h1))
-        better = (f1 < s.f) | ((f1 <= s.f + 1e-12 * (1.0 + jnp.abs(s.f))) & (jnp.max(jnp.abs(g1)) < jnp.max(jnp.abs(s.g))))
+        noise = 1e-12 * (1.0 + jnp.abs(s.f))      # rounding of f: below it, the gradient decides
+        flatter = jnp.max(jnp.abs(g1 * sc)) < jnp.max(jnp.abs(s.g * sc))
+        better = (f1 < s.f) | ((f1 <= s.f + noise) & flatter)
         accept = ok & finite & (better | refresh)
         pred = -(jnp.dot(s.g, d) + 0.5 * jnp.dot(d, h @ d))
         rho = (s.f - f1) / jnp.where(pred > 0, pred, 1.0)
+        rho = jnp.where(pred > 100.0 * noise, rho, jnp.where(better & flatter, 1.0, 0.0))   # f too flat to judge
         floor = 1e-6 * scale
         lam_good = jnp.where(rho > 0.75, s.lam / 10.0, jnp.where(rho < 0.25, jnp.maximum(2.0 * s.lam, floor), s.lam))
         lam_good = jnp.where(lam_good < 1e-3 * floor, 0.0, lam_good)
         lam_good = jnp.where(refresh, s.lam, lam_good)
         lam_bad = jnp.maximum(4.0 * s.lam, 1e3 * floor)  # a rejected step: the model is off by far
-        lam_bad = jnp.where(ok, lam_bad, jnp.maximum(lam_bad, _gershgorin_shift(h) + floor))
+        lam_bad = jnp.where(ok, lam_bad, jnp.maximum(lam_bad, _gershgorin_shift(hs) + floor))
         lam = jnp.where(accept, lam_good, lam_bad)
         pick = lambda a, b: jax.tree.map(lambda u, v: jnp.where(accept, u, v), a, b)
         x, f, g, h, aux = pick((x1, f1, g1, h1, aux1), (s.x, s.f, s.g, s.h, s.aux))
         fresh = jnp.where(accept, need_h, s.fresh)
+        implied = lengths(h1, x1, s.scale)
+        units = jnp.where(accept & need_h, implied, s.scale)
+        again = (accept & need_h & (s.iterations < 2)
+                 & jnp.any(jnp.abs(jnp.log(implied / s.scale)) > jnp.log(RELENGTH)))
+        again = again if relength else jnp.asarray(False)
         warm = pick(warm_of(aux1), s.warm)
+        # batches (no eigendecompositions in their program) flag a saddle point afterwards
+        minimum = _no_negative_curvature(h) if modify else True
+        dec = decrement(g, h)
         status = jnp.where(
             (s.iterations == 0) & ~accept, BAD_START,
-            jnp.where((jnp.max(jnp.abs(g)) <= gtol) & fresh, CONVERGED,
+            jnp.where((dec <= gtol) & fresh & minimum & ~again, CONVERGED,
                       jnp.where(lam > 1e12 * scale, STALLED,
                                 jnp.where(s.iterations + 1 >= max_iter, MAX_ITER, RUNNING))))
         return OptState(x, f, g, h, aux, aux1, warm, lam, s.iterations + 1, s.n_evals + ok.astype(jnp.int32),
-                        status, fresh)
+                        status, fresh, units, again, dec)
 
     return jax.lax.while_loop(lambda s: s.status == RUNNING, body, state)

@@ -75,6 +75,7 @@ class FitResult:
     n_params: int
     time_compile: float
     time_fit: float
+    scaled_grad: float = float("nan")
     messages: tuple = ()
     extra: dict = field(default_factory=dict)
 
@@ -230,7 +231,8 @@ class FitResult:
                       "se": _finite_or_none(self.beta_se)},
             "random": random, "sigma": self.sigma, "df": self.df,
             "converged": self.converged, "singular": self.singular,
-            "max_abs_grad": self.max_abs_grad, "iterations": self.iterations,
+            "max_abs_grad": self.max_abs_grad, "scaled_grad": _finite_or_none([self.scaled_grad])[0],
+            "iterations": self.iterations,
             "time_s": {"compile": self.time_compile, "fit": self.time_fit},
         }
 
@@ -313,6 +315,28 @@ def _check_start(data: GroupedData, out) -> None:
 FLAT_CURVATURE = 1e-2
 
 
+def curvature_check(g, h):
+    """``(scaled gradient, saddle)`` of each lane's gradient ``g`` (``[..., k]``) and Hessian
+    ``h`` at the optimum: the Newton decrement ``sqrt(g' |H|^{-1} g)``, free of the
+    parameters' units (``_optimise.decrement``; ``|H|`` takes absolute eigenvalues, in
+    Jacobi-scaled coordinates), and whether ``H`` has a direction of negative curvature
+    (``_optimise.NEGATIVE_CURVATURE``): a stationary point there is a saddle point or a
+    maximum, not a minimum."""
+    g, h = np.asarray(g, dtype=float), np.asarray(h, dtype=float)
+    if g.shape[-1] == 0:
+        return np.zeros(g.shape[:-1]), np.zeros(g.shape[:-1], bool)
+    d = np.abs(np.diagonal(h, axis1=-2, axis2=-1))
+    s = 1.0 / np.sqrt(np.where(d > 0, d, 1.0))
+    hs = h * s[..., :, None] * s[..., None, :]
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        w, v = np.linalg.eigh(np.where(np.isfinite(hs), hs, 0.0))
+        top = np.maximum(1.0, np.max(np.abs(w), axis=-1))
+        proj = np.einsum("...ji,...j->...i", v, g * s)
+        scaled = np.sqrt(np.sum(proj**2 / np.maximum(np.abs(w), 1e-12 * top[..., None]), axis=-1))
+    saddle = w[..., 0] < -_optimise.NEGATIVE_CURVATURE * top
+    return np.where(np.isfinite(scaled), scaled, np.inf), saddle & np.all(np.isfinite(hs), axis=(-2, -1))
+
+
 def min_curvature(chol) -> np.ndarray:
     """Smallest eigenvalue of each subject's ``H_uu`` at the mode, from its Cholesky factor
     ``chol`` (``[..., N, q, q]``)."""
@@ -337,7 +361,8 @@ def _se_unavailable(beta_covs) -> str:
 
 
 def _conditions(data: GroupedData, ok, inner_converged, curvature, grad: float, converged: bool, status: str,
-                hessian_pd: bool, singular: bool, beta_covs=None) -> list[str]:
+                hessian_pd: bool, singular: bool, beta_covs=None, scaled_grad: float = float("nan"),
+                saddle: bool = False) -> list[str]:
     msgs = []
     not_pd, not_conv = _subjects(data, ok), _subjects(data, inner_converged)
     flat = _subjects(data, ~(curvature < FLAT_CURVATURE) | ~np.asarray(ok, bool))
@@ -349,8 +374,13 @@ def _conditions(data: GroupedData, ok, inner_converged, curvature, grad: float, 
                     "use adaptive Gauss-Hermite quadrature (n_agq) for ML")
     if not_conv:
         msgs.append(f"inner Newton solve did not converge for subjects {_list(not_conv)}")
-    if not converged:
-        msgs.append(f"Model failed to converge with max|grad| = {grad:.3g} ({status})")
+    if saddle:
+        msgs.append("Model failed to converge: the optimiser stopped where the gradient is zero but the Hessian "
+                    "has a direction of negative curvature (a saddle point or a maximum, not a minimum); try other "
+                    "starting values")
+    elif not converged:
+        msgs.append(f"Model failed to converge with max|grad| = {grad:.3g}, scaled gradient {scaled_grad:.3g} "
+                    f"({status})")
     if not hessian_pd:
         msgs.append(f"Hessian of the marginal nll is not positive definite: {_se_unavailable(beta_covs)}")
     if singular:
@@ -407,6 +437,8 @@ class LaneTable:
     curvature: np.ndarray     # [lanes, N] smallest eigenvalue of H_uu
     singular: np.ndarray
     grad: np.ndarray          # max |gradient|
+    scaled_grad: np.ndarray   # Newton decrement at the optimum (curvature_check)
+    saddle: np.ndarray        # the Hessian there has negative curvature
     signs: tuple | None       # (sx, su) of every lane (a shared batched ``signs``), or None
     t_compile: float          # reported by lane 0
     t_fit: float              # each lane's
@@ -419,10 +451,11 @@ class LaneTable:
         lap, info = opt.aux[:2]
         # keep what results read: a batch holds every lane's until it is done with
         kept = out._replace(opt=opt._replace(aux=(lap.ok, info.converged), last_aux=None, warm=None))
+        scaled, saddle = curvature_check(opt.g, opt.h)
         return cls(kept, layout, fs, status, min_curvature(lap.step.chol_uu),
                    np.broadcast_to(is_singular(out.inference.report), status.shape),
-                   np.max(np.abs(np.asarray(opt.g)), axis=-1), _batch_signs(signs, layout, np.asarray(opt.x)),
-                   t_compile, t_fit)
+                   np.max(np.abs(np.asarray(opt.g)), axis=-1), scaled, saddle & (status == _optimise.CONVERGED),
+                   _batch_signs(signs, layout, np.asarray(opt.x)), t_compile, t_fit)
 
     def __len__(self) -> int:
         return len(self.status)
@@ -435,7 +468,7 @@ class LaneTable:
         """Whether each lane converged, inner solves included (``n_subjects`` per lane)."""
         inner = self.out.opt.aux[1]
         real = np.arange(inner.shape[1]) < np.asarray(n_subjects)[:, None]
-        return (self.status == _optimise.CONVERGED) & np.all(inner | ~real, axis=1)
+        return (self.status == _optimise.CONVERGED) & ~self.saddle & np.all(inner | ~real, axis=1)
 
     def result(self, j: int, model, data: GroupedData) -> FitResult | None:
         """Lane ``j``'s :class:`FitResult` (``None`` if it could not start); no warnings."""
@@ -445,15 +478,18 @@ class LaneTable:
         ok, inner = opt.aux
         n = data.n_subjects
         inner_converged = inner[j, :n]
-        converged = bool(self.status[j] == _optimise.CONVERGED) and bool(np.all(inner_converged))
+        saddle = bool(self.saddle[j])
+        converged = bool(self.status[j] == _optimise.CONVERGED) and bool(np.all(inner_converged)) and not saddle
         status_text = _optimise.STATUS_MESSAGES.get(int(self.status[j]), "running")
+        if self.saddle[j]:
+            status_text = "stopped at a stationary point that is not a minimum (negative curvature)"
         reliable = bool(np.all(self.curvature[j, :n] >= FLAT_CURVATURE))
         singular, grad, hessian_pd = bool(self.singular[j]), float(self.grad[j]), bool(inf.hessian_pd[j])
         clean = converged and reliable and hessian_pd and not singular and bool(np.all(ok[j, :n]))
         msgs = [] if clean else _conditions(data, ok[j], inner[j], self.curvature[j], grad, converged,
                                             status_text, hessian_pd, singular,
                                             ((inf.beta_cov_full if full_vcov_default(model.family) else inf.beta_cov)[j],
-                                             inf.beta_cov[j]))
+                                             inf.beta_cov[j]), float(self.scaled_grad[j]), saddle)
         if self.signs is None:
             x, x_cov, u = _canonical(model, layout, opt.x[j], inf.x_cov[j], inf.u[j, :n])
         else:
@@ -471,6 +507,7 @@ class LaneTable:
             iterations=int(opt.iterations[j]), max_abs_grad=grad,
             hessian_pd=hessian_pd, inner_converged=inner_converged,
             singular=singular, n_params=layout.n_theta + model.n_fixed,
-            time_compile=self.t_compile if j == 0 else 0.0, time_fit=self.t_fit, messages=tuple(msgs),
+            time_compile=self.t_compile if j == 0 else 0.0, time_fit=self.t_fit,
+            scaled_grad=float(self.scaled_grad[j]), messages=tuple(msgs),
             extra={"laplace_reliable": reliable, "n_agq": self.fs.spec.n_agq},
         )

@@ -162,7 +162,7 @@ def translate(text: str, columns, names: list, where: str | None = None) -> str:
                 missing.append(column)
     if missing:
         raise UnknownColumns(missing)
-    return " ".join(out)
+    return re.sub(r"\s+([),])", r"\1", re.sub(r"\(\s+", "(", " ".join(out)))
 
 
 class UnknownColumns(ValueError):

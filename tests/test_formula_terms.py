@@ -5,6 +5,8 @@ References: tests/reference/formula_terms.json, lme4 1.1-31 (R 4.2.2) fits of
 tests/reference/data/sleepstudy_extra.csv, written by tests/reference/make_formula_terms.R.
 """
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -128,3 +130,18 @@ def test_grouping_columns_that_look_nested_are_single_columns():
     assert fit.group == "Sujet:Élève" and fit.n_groups == 18
     with pytest.raises(ValueError, match="nested or interaction grouping factors"):
         admbjax.fit_formula("Reaction ~ Days + (1 | Subject:Days)", EXTRA)
+
+
+@pytest.mark.parametrize("formula, term, rows", [
+    ("log(Reaction - 1000) ~ Days + (1 | Subject)", "log(Reaction - 1000)", "180 row(s)"),
+    ("Reaction ~ log(Days) + (1 | Subject)", "log(Days)", "18 row(s) (0-based): 0, 10, 20"),
+    ("Reaction ~ Days + (sqrt(Days - 5) | Subject)", "sqrt(Days - 5)", "90 row(s) (0-based): 0, 1, 2, 3, 4, 10"),
+])
+def test_a_term_outside_its_domain_is_named_with_its_rows(formula, term, rows):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")              # no raw RuntimeWarning from numpy
+        with pytest.raises(ValueError, match=rf"formula term {re.escape(repr(term))} is NaN or infinite in "
+                                             rf"{re.escape(rows)}"):
+            admbjax.fit_formula(formula, EXTRA)

@@ -85,3 +85,12 @@ def test_by_levels_that_cannot_be_fitted_are_named_and_skipped(na_action):
             alone = admbjax.fit_formula(FORMULA, df[df["rep"] == levels[k]], na_action=na_action)
         assert results[k].criterion == pytest.approx(alone.criterion, rel=1e-9)
         np.testing.assert_allclose(results[k].beta, alone.beta, rtol=1e-6, atol=1e-9)
+
+
+def test_by_level_with_no_residual_degrees_of_freedom_is_skipped():
+    df = _levels(seed=2, n_levels=3)
+    df = df[~((df["rep"] == "r0") & ~df.index.isin([0, 1, 2, 5, 6, 7]))].reset_index(drop=True)   # n = p = 6
+    with pytest.warns(admbjax.AdmbjaxWarning, match=r"level 'r0' of 'rep' was not fitted: number of observations "
+                                                     r"\(=6\) <= number of fixed effects \(=6"):
+        _, results = admbjax.fit_formula_by(FORMULA, df, "rep")
+    assert results[0] is None and results[1] is not None and results[2] is not None
