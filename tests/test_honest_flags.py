@@ -74,7 +74,7 @@ def test_the_flag_and_accuracy_do_not_depend_on_the_units_of_y(method, closed_fo
     df = admbjax.datasets.load("sleepstudy")
     base = admbjax.fit_formula(SLEEP, df, method=method, closed_form=closed_form)
     n, p = 180, 2
-    for k in (-12, -6, 6, 12):
+    for k in (-12, 12):
         c = 10.0 ** k
         fit = admbjax.fit_formula(SLEEP, df.assign(Reaction=df["Reaction"] * c), method=method,
                                   closed_form=closed_form)
