@@ -91,9 +91,6 @@ class Names:
 
     columns: tuple
 
-    def alias_of(self, column: str) -> str:
-        return alias(self.columns.index(column))
-
     @property
     def to_alias(self) -> dict:
         return {c: alias(k) for k, c in enumerate(self.columns)}
