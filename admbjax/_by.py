@@ -52,7 +52,7 @@ def lanes(formula: str, df: pd.DataFrame, by: str, family, categorical, na_actio
 
     df = df.reset_index(drop=True)
     levels, codes = level_codes(df[by], by)
-    unusable = _unusable_levels(formula, df, codes, len(levels), na_action)
+    unusable = _unusable_levels(formula, df, codes, na_action)
     usable = ~np.isin(codes, list(unusable))
     df, codes = df[usable].reset_index(drop=True), codes[usable]
     shared = _shared_lanes(formula, df, codes, levels, by, family, categorical, na_action)
@@ -66,15 +66,12 @@ def lanes(formula: str, df: pd.DataFrame, by: str, family, categorical, na_actio
     return (levels,) + _index(ListLanes([m for m, _ in good], [d for _, d in good]) if good else None, errors)
 
 
-def _unusable_levels(formula, df, codes, n_levels, na_action) -> dict:
+def _unusable_levels(formula, df, codes, na_action) -> dict:
     """``{level: why}`` for the levels with rows that cannot be used (missing values unless
     omitted, inf: :func:`_formula.unusable_rows`), named by their rows in ``df``."""
     columns = _formula.translate(_formula.parse_formula(formula), df.columns).names.columns
     used = df[list(columns)]
-    bad = used.isna().any(axis=1).to_numpy(copy=True) if na_action == "fail" else np.zeros(len(df), bool)
-    for c in used.columns:
-        if pd.api.types.is_numeric_dtype(used[c]) and not pd.api.types.is_bool_dtype(used[c]):
-            bad |= np.isinf(used[c].to_numpy(float))
+    bad = _formula.unusable_mask(used, na_action)
     out = {}
     for i in np.unique(codes[bad]):
         level = used[codes == i]

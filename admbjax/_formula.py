@@ -193,6 +193,23 @@ def _group_column(bar: Bar, one) -> str:
     return _syntax.column_name(toks[0])
 
 
+def _infinite(df: pd.DataFrame, column: str) -> np.ndarray:
+    """Whether each row of a numeric (not boolean) ``column`` is infinite; all False otherwise."""
+    x = df[column]
+    if pd.api.types.is_numeric_dtype(x) and not pd.api.types.is_bool_dtype(x):
+        return np.isinf(x.to_numpy(float))
+    return np.zeros(len(df), bool)
+
+
+def unusable_mask(df: pd.DataFrame, na_action: str) -> np.ndarray:
+    """The rows :func:`unusable_rows` objects to: a missing value (unless ``na_action`` is
+    ``"omit"``) or an infinite number."""
+    bad = df.isna().any(axis=1).to_numpy(copy=True) if na_action == "fail" else np.zeros(len(df), bool)
+    for c in df.columns:
+        bad |= _infinite(df, c)
+    return bad
+
+
 def unusable_rows(df: pd.DataFrame, na_action: str, rows=None) -> str | None:
     """Why some rows of ``df`` (the columns a formula uses) cannot be used: missing values
     (unless ``na_action`` is ``"omit"``) or infinite numbers; ``None`` where every row can.
@@ -205,10 +222,9 @@ def unusable_rows(df: pd.DataFrame, na_action: str, rows=None) -> str | None:
         return (f"{len(rows)} row(s) have missing values (per column: {counts}); rows (0-based): "
                 f"{_list(rows)}; pass na_action='omit' (CLI: --na-action omit) to drop them")
     for c in df.columns:
-        if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]):
-            bad = np.isinf(df[c].to_numpy(float))
-            if bad.any():
-                return f"column {c!r} has inf in {int(bad.sum())} row(s) (0-based): {_list(rows[bad])}"
+        bad = _infinite(df, c)
+        if bad.any():
+            return f"column {c!r} has inf in {int(bad.sum())} row(s) (0-based): {_list(rows[bad])}"
     return None
 
 
@@ -830,6 +846,12 @@ def default_method(family) -> str:
 INVERSE_LINKS = {"identity": lambda eta: eta, "log": np.exp, "logit": lambda eta: 0.5 * (1.0 + np.tanh(0.5 * eta))}
 
 
+def linear_predictor(result, design: Design) -> np.ndarray:
+    """``X beta + Z b_group`` of every observation at the conditional modes, in row order."""
+    code = np.asarray(design.groups.codes)
+    return design.X @ result.beta + np.sum(design.Z * result.b[code], axis=1)
+
+
 def conditional_residuals(result, design: Design, grouped=None, family=None, scaled: bool = False):
     """Residuals of every observation, in row order, at the conditional modes: on the
     response scale, ``y - mu`` with ``mu`` the inverse link of ``X beta + Z b_group``
@@ -844,8 +866,7 @@ def conditional_residuals(result, design: Design, grouped=None, family=None, sca
     inverse = INVERSE_LINKS.get(family.link)
     if inverse is None:
         return None
-    code = np.asarray(design.groups.codes)
-    eta = design.X @ result.beta + np.sum(design.Z * result.b[code], axis=1)
+    eta = linear_predictor(result, design)
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):   # mu = 0 or 1: +-inf, as in R
         y, mu = design.y, inverse(eta)
         trials = None
@@ -877,8 +898,7 @@ def separation(result, design: Design, family: Family) -> str | None:
     over the range of their column."""
     if family.name not in ("binomial", "poisson"):
         return None
-    code = np.asarray(design.groups.codes)
-    eta = design.X @ result.beta + np.sum(design.Z * result.b[code], axis=1)
+    eta = linear_predictor(result, design)
     with np.errstate(over="ignore"):
         mu = np.exp(eta) if family.name == "poisson" else 1.0 / (1.0 + np.exp(-eta))
     bad = (mu < NUMERICALLY_ZERO) | ((mu > 1 - NUMERICALLY_ZERO) if family.name == "binomial" else False)
