@@ -8,7 +8,7 @@ import jax as _jax
 
 import os as _os
 
-# statistics needs float64 (DESIGN.md section 5); ADMBJAX_X64=0 leaves JAX in float32, to
+# Laplace log-determinants and finite-difference Hessians need float64; ADMBJAX_X64=0 leaves JAX in float32, to
 # measure what float32 costs (GPU benchmarks)
 _jax.config.update("jax_enable_x64", _os.environ.get("ADMBJAX_X64", "1") != "0")
 

@@ -2,7 +2,7 @@
 
 Every lane runs the same lock-step damped Newton iterations (``_optimise``), freezing once
 it has converged, so a batch costs about as much as its slowest lane and no line search
-makes lanes wait for each other (DESIGN.md section 5). Datasets are padded to one shape
+makes lanes wait for each other. Datasets are padded to one shape
 (padding never changes a likelihood) and processed in chunks of ``chunk_size`` lanes, so
 peak memory is bounded by the chunk; a progress bar over chunks is shown on a terminal.
 A lane whose data are bad is not fitted and cannot affect any other lane.

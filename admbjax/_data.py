@@ -1,6 +1,6 @@
 """Grouped data: ragged subjects packed into padded arrays with a mask.
 
-All input validation of the data lives here (DESIGN.md section 3), before anything is traced.
+All input validation of the data lives here, before anything is traced.
 Padded observations are zero in every array and zero in ``mask``; padded subjects (added to
 reach a size bucket) have ``subject_mask`` zero and contribute nothing to any likelihood.
 """

@@ -34,7 +34,7 @@ class FitSpec:
     ranef: Callable | None
     gtol: float
     max_iter: int
-    quasi_newton: bool = False            # BFGS between Hessians (large outer dimension)
+    quasi_newton: bool = False            # BFGS between Hessians (single engine fits)
     batched: bool = False                 # lanes of a vmapped batch: no eigendecompositions
     closed_form: Callable | None = None   # Model.closed_form: fit by ``_gaussian``
 
@@ -69,8 +69,8 @@ def fit_program(fs: FitSpec, x0, mode0, data, budget=None) -> FitOutput:
     if fs.closed_form is not None:
         return _gaussian.fit_program(fs, x0, data, max_iter)
 
-    def vgh(x, mode, need_hessian, length):
-        f, g, h, lap, info, dbeta = value_grad_hessian(fs.spec, x, mode, data, need_hessian, length)
+    def vgh(x, mode, need_hessian, length, search):
+        f, g, h, lap, info, dbeta = value_grad_hessian(fs.spec, x, mode, data, need_hessian, length, search)
         return f, g, h, (lap, info, dbeta)
 
     placeholder = _laplace.placeholder(mode0) + (jnp.zeros((mode0.beta.shape[0], x0.shape[0])),)
@@ -175,11 +175,6 @@ def pop_closed_form(model: Model, options: dict):
     return model.closed_form if options.pop("closed_form", True) else None
 
 
-#: Outer dimensions above which a single fit updates its Hessian by BFGS between evaluations
-#: (each costs 2k + 1 gradients) instead of taking one every Newton step.
-QUASI_NEWTON_DIM = 16
-
-
 def fit(model: Model, data: GroupedData, method: str = "REML", *, gtol: float = _optimise.GTOL,
         max_iter: int = 100, **options):
     """Fit ``model`` to ``data`` by Laplace-approximated ML or REML.
@@ -208,9 +203,8 @@ def fit(model: Model, data: GroupedData, method: str = "REML", *, gtol: float = 
     check_options(options, "fit")
     closed_form = pop_closed_form(model, options)
     objective = _objective.make_objective(model, data, method, **options)
-    k = objective.spec.layout.size
     fs = FitSpec(objective.spec, model.report, model.ranef, float(gtol), int(max_iter),
-                 quasi_newton=closed_form is None and k > QUASI_NEWTON_DIM, closed_form=closed_form)
+                 quasi_newton=closed_form is None, closed_form=closed_form)
     args = (objective.spec.x0(model), objective.spec.initial_mode(model, data.shape[0]), data.tree())
     out, t_compile, t_fit = run(fs, args)
     return make_result(model, data, objective.spec.layout, fs, out, t_compile, t_fit)

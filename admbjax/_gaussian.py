@@ -248,7 +248,7 @@ def fit_program(fs, x0, data, max_iter):
     nll_beta = lambda x: _nll_beta(lambda_of, spec, x, data)
     value_grad_beta = jax.value_and_grad(nll_beta, has_aux=True)
 
-    def vgh(x, warm, need_hessian, length):
+    def vgh(x, warm, need_hessian, length, search):
         if spec.hessian == "exact":
             (value, _), grad = value_grad_beta(x)
             return value, grad, jax.hessian(lambda x: nll_beta(x)[0])(x), jnp.zeros((p, k), x.dtype)

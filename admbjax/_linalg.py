@@ -2,7 +2,7 @@
 
 The per-subject blocks (q x q) and the REML Schur complement (p x p) are tiny. Batched
 LAPACK calls over many subjects were measured to deadlock on 2-core CPUs for N >= ~20,000
-and to be ~3x slower than plain elementwise code (DESIGN.md section 5), so the Cholesky
+and to be ~3x slower than plain elementwise code, so the Cholesky
 factorisation and the triangular solves are written out over the (static) matrix size and
 act elementwise over any leading batch dimensions.
 

@@ -117,7 +117,7 @@ def marginal(spec: Spec, x, mode_init: _laplace.Mode, data, n_steps: int = 2, se
     return lap, info
 
 
-def value_grad_hessian(spec: Spec, x, mode_init, data, need_hessian=True, length=None):
+def value_grad_hessian(spec: Spec, x, mode_init, data, need_hessian=True, length=None, search=True):
     """``(nll, gradient, Hessian, Laplace, InnerInfo, dbeta_dx)`` at ``x``.
 
     ``dbeta_dx`` (``[p_int, k]``) is the derivative of the inner mode's ``beta`` (REML's
@@ -131,24 +131,25 @@ def value_grad_hessian(spec: Spec, x, mode_init, data, need_hessian=True, length
 
     ``need_hessian`` (a traced bool) False skips the Hessian (zeros returned in its place).
     ``length``: each parameter's scale for the differences (:func:`fd_shifts`).
+    ``search`` (a traced bool; with ``spec.global_mode``): a Hessian's centre searches for the
+    global inner mode (:func:`marginal`); False where ``mode_init`` is already the global mode
+    at ``x`` (the Hessian taken again at the same point). Without the Hessian the modes of
+    ``mode_init`` are followed, and searched only near a fold: the optimiser's checkpoints
+    are its Hessians (every iteration of Newton's method; the start, steps that fell short of
+    their model and the optimum under BFGS), and a lower mode found at one continues the fit
+    from there.
     """
-    if spec.hessian == "exact":
-        full = _exact_value_grad_hessian
-    else:
-        full = lambda spec, x, mode_init, data: _fd_value_grad_hessian(spec, x, mode_init, data, length)
+    if spec.hessian != "exact":
+        return _fd_value_grad_hessian(spec, x, mode_init, data, length, search, need_hessian)
     if need_hessian is True:
-        return full(spec, x, mode_init, data)
+        return _exact_value_grad_hessian(spec, x, mode_init, data)
 
     def gradient_only():
-        # searches for the global inner mode (with ``spec.global_mode``), as the Hessian's
-        # centre does: following the previous iterate's modes instead let the optimiser ride
-        # a followed mode towards its fold, where the Laplace nll dives (Student-t REML fits
-        # of contaminated sleepstudy stopped there with max|grad| 1e4-1e7, issue 11)
-        f, g, (lap, info) = _value_and_grad(spec, x, mode_init, data, search=True)
+        f, g, (lap, info) = _value_and_grad(spec, x, mode_init, data, search=False)
         k, p = x.shape[0], lap.mode.beta.shape[0]
         return f, g, jnp.zeros((k, k), x.dtype), lap, info, jnp.zeros((p, k), x.dtype)
 
-    return jax.lax.cond(need_hessian, lambda: full(spec, x, mode_init, data), gradient_only)
+    return jax.lax.cond(need_hessian, lambda: _exact_value_grad_hessian(spec, x, mode_init, data), gradient_only)
 
 
 def _value_and_grad(spec, x, mode_init, data, search=True):
@@ -157,28 +158,33 @@ def _value_and_grad(spec, x, mode_init, data, search=True):
     return f, g, aux
 
 
-def _fd_value_grad_hessian(spec, x, mode_init, data, length=None):
-    # One traced body for the centre and the 2k shifted points (smaller programs), run as a
-    # scan: the centre (first) searches for the global inner mode from ``mode_init``; each
-    # shifted point starts from the centre's mode and only follows it (a step away, it is
-    # one or two Newton iterations from there).
+def _fd_value_grad_hessian(spec, x, mode_init, data, length=None, search=True, need_hessian=True):
+    # One traced body for the centre and the 2k shifted points, run as a loop over as many
+    # points as are needed (the centre alone without the Hessian): a program holds one copy of
+    # the gradient, whether the optimiser takes Hessians or not (BFGS programs compiled ~40%
+    # slower with a second one for its gradient-only steps). The centre (first) searches for
+    # the global inner mode from ``mode_init`` (with ``search``); each shifted point starts
+    # from the centre's mode and only follows it (a step away, it is one or two Newton
+    # iterations from there). Only the centre's Laplace state is kept (memory: one copy).
     k = x.shape[0]
     steps, shifts = fd_shifts(x, length)
-    first = jnp.arange(2 * k + 1) == 0
+    p = mode_init.beta.shape[0]
 
-    def lane(carry, shift_first):
-        start, centre = carry
-        shift, is_centre = shift_first
-        f, g, aux = _value_and_grad(spec, x + shift, start, data, search=is_centre)
+    def point(i, carry):
+        start, centre, fs, gs, betas = carry
+        is_centre = i == 0
+        f, g, aux = _value_and_grad(spec, x + shifts[i], start, data, search=is_centre & search)
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(is_centre, a, b), new, old)
         start = keep(jax.lax.stop_gradient(aux[0].mode), start)
-        return (start, keep(aux, centre)), (f, g, aux[0].mode.beta)
+        return start, keep(aux, centre), fs.at[i].set(f), gs.at[i].set(g), betas.at[i].set(aux[0].mode.beta)
 
-    # only the centre's Laplace state is kept (memory: one copy, not 2k + 1)
-    (_, (lap, info)), (fs, gs, beta) = jax.lax.scan(lane, (mode_init, _laplace.placeholder(mode_init)),
-                                                     (shifts, first))
+    n_points = jnp.where(need_hessian, 2 * k + 1, 1)
+    zeros = lambda *shape: jnp.zeros(shape, x.dtype)
+    init = (mode_init, _laplace.placeholder(mode_init), zeros(2 * k + 1), zeros(2 * k + 1, k), zeros(2 * k + 1, p))
+    _, (lap, info), fs, gs, beta = jax.lax.fori_loop(0, n_points, point, init)
     h = central_differences(gs, steps)
-    return fs[0], gs[0], 0.5 * (h + h.T), lap, info, central_differences(beta, steps).T
+    h = jnp.where(need_hessian, 0.5 * (h + h.T), 0.0)
+    return fs[0], gs[0], h, lap, info, jnp.where(need_hessian, central_differences(beta, steps).T, 0.0)
 
 
 def fd_shifts(x, length=None):

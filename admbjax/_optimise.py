@@ -1,13 +1,15 @@
 """The outer optimiser: Newton's method with Levenberg-Marquardt damping.
 
-The outer parameters are few (variance parameters, plus ``beta`` for ML) and their exact
-Hessian is cheap (``_objective.value_grad_hessian``), so a damped Newton method converges in
-a handful of iterations to machine precision, and needs that Hessian anyway for standard
-errors. A step solves ``(H + lam I) d = -g``; it is accepted when the nll decreases, and
+The outer parameters are few (variance parameters, plus ``beta`` for ML), so a damped Newton
+method converges in a handful of iterations to machine precision, and needs the Hessian
+anyway for standard errors. Where a Hessian costs ``2k + 1`` gradients (the Laplace engine's
+finite differences, ``_objective.value_grad_hessian``), single fits update it by BFGS
+between evaluations, which they make at the start, after a step that failed or fell short of
+its quadratic model, and at the optimum. A step solves ``(H + lam I) d = -g``; it is accepted when the nll decreases, and
 ``lam`` shrinks after good steps and grows after rejected ones or when ``H + lam I`` is not
 positive definite (Nocedal & Wright 2006, ch. 4; Nielsen 1999 for the damping update).
 Every lane of a vmapped batch runs the same fixed sequence of operations, so batches stay in
-lock-step, each lane freezing once it has converged (DESIGN.md section 5).
+lock-step, each lane freezing once it has converged.
 
 Nothing depends on the units of the parameters (a ``beta`` in ms or in years, a response
 multiplied by 1e12): each parameter has a length, its standard error ``1 / sqrt(H_jj)`` at
@@ -61,6 +63,7 @@ class OptState(NamedTuple):
     scale: jax.Array  # each parameter's length (lengths): the units of steps and differences
     relength: jax.Array  # the last evaluated Hessian implies other lengths: evaluate it again
     dec: jax.Array       # the Newton decrement at x (decrement)
+    poor: jax.Array      # the last step on an updated (BFGS) Hessian failed or fell short of its model
 
 
 def _gershgorin_shift(h):
@@ -110,8 +113,13 @@ def lengths(h, x, old):
 
 
 #: A Hessian evaluated with lengths (finite-difference steps) that it puts more than this
-#: factor off is evaluated again at the same point with its own (at most twice, at the start).
+#: factor off is evaluated again at the same point with its own: at the start of Newton's
+#: method (at most twice), and under BFGS where it would end the fit.
 RELENGTH = 10.0
+#: The factor for BFGS's first Hessian: steps of ``FD_STEP = 1e-4`` lengths that are up to
+#: 1e3 times too long are still a tenth of a standard error, good enough for a start that
+#: BFGS corrects (a response in units 1e12 too small puts them 1e11 off).
+RELENGTH_BFGS_START = 1e3
 
 
 def jacobi_scale(h):
@@ -149,20 +157,24 @@ def bfgs_update(h, step, dg):
 def minimise(vgh: Callable, x0, warm0, warm_of: Callable, aux0, *, gtol: float = GTOL,
              max_iter: int = 100, quasi_newton: bool = False, modify: bool = True,
              relength: bool = True) -> OptState:
-    """Minimise ``f`` given ``vgh(x, warm, need_hessian, length) -> (f, g, H, aux)``.
+    """Minimise ``f`` given ``vgh(x, warm, need_hessian, length, search) -> (f, g, H, aux)``.
 
     ``length`` (``[k]``) is each parameter's length (:func:`lengths`; ``1 + |x_j|`` at the
-    start), for an objective whose Hessian is taken by differences.
+    start), for an objective whose Hessian is taken by differences. ``search`` is False
+    where the Hessian is taken again at the point just evaluated (:data:`RELENGTH`): an
+    objective with several local inner solutions need not look for others there.
 
     ``warm`` is warm-start state for the objective (the inner modes): ``warm0`` at first,
     then ``warm_of(aux)`` of the last accepted point. The objective is traced once: the
     first iteration evaluates it at ``x0`` (a zero step from a placeholder state);
     ``aux0`` is a placeholder shaped like ``aux``.
 
-    Every iteration evaluates the Hessian, unless ``quasi_newton`` (a large outer dimension):
-    then it is evaluated at the start and, once the scaled gradient is below ``gtol``, at the
-    optimum (one more zero step, so that the result carries an accurate Hessian for standard
-    errors), and in between updated by BFGS from gradients alone.
+    Every iteration evaluates the Hessian, unless ``quasi_newton`` (a Hessian that costs many
+    gradients): then it is evaluated at the start, after a step on an updated Hessian that was
+    rejected or achieved less than a quarter of its predicted decrease (a zero step: a fresh
+    Hessian where BFGS's is off), and, once the scaled gradient is below ``gtol``, at the
+    optimum (so that the result carries an accurate Hessian for standard errors), and in
+    between updated by BFGS from gradients alone.
     With ``modify`` (single fits; it needs a ``k x k`` eigendecomposition) steps use the
     absolute-eigenvalue modification of an indefinite Hessian (far from the optimum of a
     non-convex objective), and at a stationary point where the evaluated Hessian has negative
@@ -173,8 +185,8 @@ def minimise(vgh: Callable, x0, warm0, warm_of: Callable, aux0, *, gtol: float =
     flagged afterwards (``_results.curvature_check``).
     ``max_iter`` may be traced (a batch lane's budget).
     ``gtol`` bounds the Newton decrement (:func:`decrement`) at convergence.
-    ``relength``: a first Hessian that puts the parameters' lengths far from those it was
-    taken with is taken again (:data:`RELENGTH`); an objective whose differences do not depend
+    ``relength``: a first Hessian (Newton) or one at the optimum (BFGS) that puts the
+    parameters' lengths far from those it was taken with is taken again (:data:`RELENGTH`); an objective whose differences do not depend
     on their steps (quadratic in the parameters with units) can do without.
     Returns the final :class:`OptState`; ``status`` is one of the codes above.
     """
@@ -183,7 +195,8 @@ def minimise(vgh: Callable, x0, warm0, warm_of: Callable, aux0, *, gtol: float =
     inf = jnp.full((), jnp.inf, x0.dtype)
     state = OptState(x0, inf, jnp.zeros_like(x0), eye, aux0, aux0, warm0, jnp.zeros((), x0.dtype),
                      jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), jnp.asarray(RUNNING),
-                     jnp.asarray(False), initial_lengths(x0), jnp.asarray(False), jnp.zeros((), x0.dtype))
+                     jnp.asarray(False), initial_lengths(x0), jnp.asarray(False), jnp.zeros((), x0.dtype),
+                     jnp.asarray(False))
 
     def body(s: OptState) -> OptState:
         # the step in coordinates scaled by the last evaluated Hessian (unit diagonal there):
@@ -193,7 +206,9 @@ def minimise(vgh: Callable, x0, warm0, warm_of: Callable, aux0, *, gtol: float =
         sc = s.scale
         hs = s.h * jnp.outer(sc, sc)
         scale = 1.0 + jnp.max(jnp.abs(jnp.diagonal(hs)))
-        refresh = ((s.dec <= gtol) & ~s.fresh) | s.relength   # converged on an updated Hessian
+        # a fresh Hessian at x (a zero step): converged on an updated Hessian, lengths to take
+        # again, or an updated Hessian whose last step failed or fell short of its prediction
+        refresh = (((s.dec <= gtol) | s.poor) & ~s.fresh) | s.relength
         need_h = (s.iterations == 0) | refresh | (not quasi_newton)
         hs, escape = _positive_definite(hs) if modify else (hs, jnp.zeros_like(s.x))
         h = hs / jnp.outer(sc, sc)
@@ -209,7 +224,10 @@ def minimise(vgh: Callable, x0, warm0, warm_of: Callable, aux0, *, gtol: float =
             saddle = jnp.asarray(False)
         ok = ok | refresh | saddle
         x1 = s.x + d
-        f1, g1, h1, aux1 = jax.lax.cond(ok, lambda: vgh(x1, s.warm, need_h, sc), lambda: (inf, s.g, s.h, s.last_aux))
+        # a Hessian taken again at the same point (relength) needs no new search of the inner modes
+        search = need_h & ~s.relength
+        f1, g1, h1, aux1 = jax.lax.cond(ok, lambda: vgh(x1, s.warm, need_h, sc, search),
+                                        lambda: (inf, s.g, s.h, s.last_aux))
         h1 = jnp.where(need_h, h1, bfgs_update(h, d, g1 - s.g))
         finite = jnp.isfinite(f1) & jnp.all(jnp.isfinite(g1)) & jnp.all(jnp.isfinite(h1))
         noise = 1e-12 * (1.0 + jnp.abs(s.f))      # rounding of f: below it, the gradient decides
@@ -231,19 +249,26 @@ def minimise(vgh: Callable, x0, warm0, warm_of: Callable, aux0, *, gtol: float =
         fresh = jnp.where(accept, need_h, s.fresh)
         implied = lengths(h1, x1, s.scale)
         units = jnp.where(accept & need_h, implied, s.scale)
-        again = (accept & need_h & (s.iterations < 2)
-                 & jnp.any(jnp.abs(jnp.log(implied / s.scale)) > jnp.log(RELENGTH)))
+        # a first Hessian is retaken where its lengths are off (Newton's steps follow it; BFGS
+        # corrects it, unless it is far off), and under BFGS one that would end the fit (the
+        # standard errors come from it)
+        dec = decrement(g, h)
+        first = s.iterations < 2
+        off = jnp.max(jnp.abs(jnp.log(implied / s.scale)))
+        limit = RELENGTH_BFGS_START if quasi_newton else RELENGTH
+        again = accept & need_h & ((first & (off > jnp.log(limit)))
+                                   | ((dec <= gtol) & (off > jnp.log(RELENGTH)) if quasi_newton else False))
         again = again if relength else jnp.asarray(False)
         warm = pick(warm_of(aux1), s.warm)
         # batches (no eigendecompositions in their program) flag a saddle point afterwards
         minimum = _no_negative_curvature(h) if modify else True
-        dec = decrement(g, h)
+        poor = jnp.where(accept, (rho < 0.25) & ~need_h, ~s.fresh) if quasi_newton else jnp.asarray(False)
         status = jnp.where(
             (s.iterations == 0) & ~accept, BAD_START,
             jnp.where((dec <= gtol) & fresh & minimum & ~again, CONVERGED,
                       jnp.where(lam > 1e12 * scale, STALLED,
                                 jnp.where(s.iterations + 1 >= max_iter, MAX_ITER, RUNNING))))
         return OptState(x, f, g, h, aux, aux1, warm, lam, s.iterations + 1, s.n_evals + ok.astype(jnp.int32),
-                        status, fresh, units, again, dec)
+                        status, fresh, units, again, dec, poor)
 
     return jax.lax.while_loop(lambda s: s.status == RUNNING, body, state)

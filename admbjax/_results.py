@@ -216,7 +216,7 @@ class FitResult:
         return self.summary()
 
     def to_dict(self) -> dict:
-        """The JSON schema of DESIGN.md section 4."""
+        """The JSON of a fit, as the README documents it ("The JSON of a fit")."""
         G = self.G
         random = None
         if G is not None:

@@ -1,6 +1,6 @@
 """Command line: ``admbjax fit --data PATH --formula "y ~ x + (x | g)" [options]``.
 
-Prints an lme4-like summary; ``--json OUT`` writes the DESIGN.md section 4 schema. Errors
+Prints an lme4-like summary; ``--json OUT`` writes the JSON of a fit (README, "The JSON of a fit"). Errors
 exit non-zero with a one-line message and no traceback.
 """
 

@@ -1,4 +1,4 @@
-"""lme4-like summary, DataFrame tables and the command line (DESIGN.md section 4)."""
+"""lme4-like summary, DataFrame tables and the command line (README: "The JSON of a fit")."""
 
 import subprocess
 import sys
