@@ -63,13 +63,19 @@ class OptState(NamedTuple):
     scale: jax.Array  # each parameter's length (lengths): the units of steps and differences
     relength: jax.Array  # the last evaluated Hessian implies other lengths: evaluate it again
     dec: jax.Array       # the Newton decrement at x (decrement)
-    poor: jax.Array      # the last step on an updated (BFGS) Hessian failed or fell short of its model
+    poor: jax.Array      # steps on updated (BFGS) Hessians that failed or fell short of their model
 
 
 def _gershgorin_shift(h):
     """A ``lam`` that makes ``h + lam I`` positive definite (Gershgorin's circle theorem)."""
     off = jnp.sum(jnp.abs(h), axis=1) - jnp.abs(jnp.diagonal(h))
     return jnp.maximum(jnp.max(off - jnp.diagonal(h)), 0.0)
+
+
+#: After this many steps on an updated (BFGS) Hessian that were rejected or achieved less than
+#: a quarter of their predicted decrease, the Hessian is evaluated afresh (it costs 2k + 1
+#: gradients; one such step costs one).
+POOR_STEPS = 2
 
 
 #: A Jacobi-scaled Hessian (unit diagonal) with an eigenvalue below minus this (relative to
@@ -170,9 +176,9 @@ def minimise(vgh: Callable, x0, warm0, warm_of: Callable, aux0, *, gtol: float =
     ``aux0`` is a placeholder shaped like ``aux``.
 
     Every iteration evaluates the Hessian, unless ``quasi_newton`` (a Hessian that costs many
-    gradients): then it is evaluated at the start, after a step on an updated Hessian that was
-    rejected or achieved less than a quarter of its predicted decrease (a zero step: a fresh
-    Hessian where BFGS's is off), and, once the scaled gradient is below ``gtol``, at the
+    gradients): then it is evaluated at the start, after :data:`POOR_STEPS` steps on updated
+    Hessians that were rejected or achieved less than a quarter of their predicted decrease
+    (a zero step: a fresh Hessian where BFGS's is off), and, once the scaled gradient is below ``gtol``, at the
     optimum (so that the result carries an accurate Hessian for standard errors), and in
     between updated by BFGS from gradients alone.
     With ``modify`` (single fits; it needs a ``k x k`` eigendecomposition) steps use the
@@ -196,7 +202,7 @@ def minimise(vgh: Callable, x0, warm0, warm_of: Callable, aux0, *, gtol: float =
     state = OptState(x0, inf, jnp.zeros_like(x0), eye, aux0, aux0, warm0, jnp.zeros((), x0.dtype),
                      jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), jnp.asarray(RUNNING),
                      jnp.asarray(False), initial_lengths(x0), jnp.asarray(False), jnp.zeros((), x0.dtype),
-                     jnp.asarray(False))
+                     jnp.zeros((), jnp.int32))
 
     def body(s: OptState) -> OptState:
         # the step in coordinates scaled by the last evaluated Hessian (unit diagonal there):
@@ -208,7 +214,7 @@ def minimise(vgh: Callable, x0, warm0, warm_of: Callable, aux0, *, gtol: float =
         scale = 1.0 + jnp.max(jnp.abs(jnp.diagonal(hs)))
         # a fresh Hessian at x (a zero step): converged on an updated Hessian, lengths to take
         # again, or an updated Hessian whose last step failed or fell short of its prediction
-        refresh = (((s.dec <= gtol) | s.poor) & ~s.fresh) | s.relength
+        refresh = (((s.dec <= gtol) | (s.poor >= POOR_STEPS)) & ~s.fresh) | s.relength
         need_h = (s.iterations == 0) | refresh | (not quasi_newton)
         hs, escape = _positive_definite(hs) if modify else (hs, jnp.zeros_like(s.x))
         h = hs / jnp.outer(sc, sc)
@@ -262,7 +268,8 @@ def minimise(vgh: Callable, x0, warm0, warm_of: Callable, aux0, *, gtol: float =
         warm = pick(warm_of(aux1), s.warm)
         # batches (no eigendecompositions in their program) flag a saddle point afterwards
         minimum = _no_negative_curvature(h) if modify else True
-        poor = jnp.where(accept, (rho < 0.25) & ~need_h, ~s.fresh) if quasi_newton else jnp.asarray(False)
+        short = jnp.where(accept, (rho < 0.25) & ~need_h, ~s.fresh)
+        poor = jnp.where(accept & need_h, 0, s.poor + short.astype(jnp.int32))
         status = jnp.where(
             (s.iterations == 0) & ~accept, BAD_START,
             jnp.where((dec <= gtol) & fresh & minimum & ~again, CONVERGED,
