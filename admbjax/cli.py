@@ -12,8 +12,19 @@ import os
 import sys
 
 
+def _version() -> str:
+    """The installed package's version, without importing JAX (as ``admbjax.__version__``)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("admbjax")
+    except PackageNotFoundError:     # run from a source tree that is not installed
+        return "unknown (not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="admbjax", description="Laplace-approximation mixed models on JAX")
+    parser.add_argument("--version", action="version", version=f"admbjax {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     fit = sub.add_parser("fit", help="fit a mixed model given by an lme4-style formula")
     fit.add_argument("--data", required=True, help="CSV file, or the name of a bundled dataset (sleepstudy)")

@@ -110,3 +110,11 @@ def test_float32_mode_runs_the_same_fit_to_float32_accuracy(tmp_path):
     assert fit["criterion"] == pytest.approx(1743.6282719586, rel=1e-5)          # lme4: 1743.62827
     assert fit["criterion"] != pytest.approx(1743.6282719586, rel=1e-9)          # it is float32
     np.testing.assert_allclose(fit["fixed"]["estimate"], [251.405105, 10.467286], rtol=1e-5)
+
+
+def test_cli_version(capsys):
+    """``admbjax --version`` prints the package's version and exits 0, as ``admbjax.__version__``."""
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"admbjax {admbjax.__version__}"
