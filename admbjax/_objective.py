@@ -135,9 +135,9 @@ def value_grad_hessian(spec: Spec, x, mode_init, data, need_hessian=True, length
     global inner mode (:func:`marginal`); False where ``mode_init`` is already the global mode
     at ``x`` (the Hessian taken again at the same point). Without the Hessian the modes of
     ``mode_init`` are followed, and searched only near a fold: the optimiser's checkpoints
-    are its Hessians (every iteration of Newton's method; the start, steps that fell short of
-    their model and the optimum under BFGS), and a lower mode found at one continues the fit
-    from there.
+    are its Hessians (every iteration of Newton's method; under BFGS the start, the refreshes
+    after poor steps and the optimum), and a lower mode found at one continues the fit from
+    there.
     """
     if spec.hessian != "exact":
         return _fd_value_grad_hessian(spec, x, mode_init, data, length, search, need_hessian)
@@ -161,8 +161,8 @@ def _value_and_grad(spec, x, mode_init, data, search=True):
 def _fd_value_grad_hessian(spec, x, mode_init, data, length=None, search=True, need_hessian=True):
     # One traced body for the centre and the 2k shifted points, run as a loop over as many
     # points as are needed (the centre alone without the Hessian): a program holds one copy of
-    # the gradient, whether the optimiser takes Hessians or not (BFGS programs compiled ~40%
-    # slower with a second one for its gradient-only steps). The centre (first) searches for
+    # the gradient, whether the optimiser takes Hessians or not (a second copy for gradient-only
+    # steps makes programs compile markedly slower). The centre (first) searches for
     # the global inner mode from ``mode_init`` (with ``search``); each shifted point starts
     # from the centre's mode and only follows it (a step away, it is one or two Newton
     # iterations from there). Only the centre's Laplace state is kept (memory: one copy).

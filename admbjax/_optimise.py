@@ -4,8 +4,9 @@ The outer parameters are few (variance parameters, plus ``beta`` for ML), so a d
 method converges in a handful of iterations to machine precision, and needs the Hessian
 anyway for standard errors. Where a Hessian costs ``2k + 1`` gradients (the Laplace engine's
 finite differences, ``_objective.value_grad_hessian``), single fits update it by BFGS
-between evaluations, which they make at the start, after a step that failed or fell short of
-its quadratic model, and at the optimum. A step solves ``(H + lam I) d = -g``; it is accepted when the nll decreases, and
+between evaluations, which they make at the start, after steps that failed or fell short of
+their quadratic model (:data:`POOR_STEPS`), and at the optimum. A step solves
+``(H + lam I) d = -g``; it is accepted when the nll decreases, and
 ``lam`` shrinks after good steps and grows after rejected ones or when ``H + lam I`` is not
 positive definite (Nocedal & Wright 2006, ch. 4; Nielsen 1999 for the damping update).
 Every lane of a vmapped batch runs the same fixed sequence of operations, so batches stay in
@@ -178,9 +179,9 @@ def minimise(vgh: Callable, x0, warm0, warm_of: Callable, aux0, *, gtol: float =
     Every iteration evaluates the Hessian, unless ``quasi_newton`` (a Hessian that costs many
     gradients): then it is evaluated at the start, after :data:`POOR_STEPS` steps on updated
     Hessians that were rejected or achieved less than a quarter of their predicted decrease
-    (a zero step: a fresh Hessian where BFGS's is off), and, once the scaled gradient is below ``gtol``, at the
-    optimum (so that the result carries an accurate Hessian for standard errors), and in
-    between updated by BFGS from gradients alone.
+    (a zero step: a fresh Hessian where BFGS's is off), and, once the scaled gradient is below
+    ``gtol``, at the optimum (so that the result carries an accurate Hessian for standard
+    errors), and in between updated by BFGS from gradients alone.
     With ``modify`` (single fits; it needs a ``k x k`` eigendecomposition) steps use the
     absolute-eigenvalue modification of an indefinite Hessian (far from the optimum of a
     non-convex objective), and at a stationary point where the evaluated Hessian has negative
@@ -192,8 +193,9 @@ def minimise(vgh: Callable, x0, warm0, warm_of: Callable, aux0, *, gtol: float =
     ``max_iter`` may be traced (a batch lane's budget).
     ``gtol`` bounds the Newton decrement (:func:`decrement`) at convergence.
     ``relength``: a first Hessian (Newton) or one at the optimum (BFGS) that puts the
-    parameters' lengths far from those it was taken with is taken again (:data:`RELENGTH`); an objective whose differences do not depend
-    on their steps (quadratic in the parameters with units) can do without.
+    parameters' lengths far from those it was taken with is taken again (:data:`RELENGTH`);
+    an objective whose differences do not depend on their steps (quadratic in the parameters
+    with units) can do without.
     Returns the final :class:`OptState`; ``status`` is one of the codes above.
     """
     k = x0.shape[0]
@@ -213,7 +215,7 @@ def minimise(vgh: Callable, x0, warm0, warm_of: Callable, aux0, *, gtol: float =
         hs = s.h * jnp.outer(sc, sc)
         scale = 1.0 + jnp.max(jnp.abs(jnp.diagonal(hs)))
         # a fresh Hessian at x (a zero step): converged on an updated Hessian, lengths to take
-        # again, or an updated Hessian whose last step failed or fell short of its prediction
+        # again, or an updated Hessian whose steps failed or fell short of their prediction
         refresh = (((s.dec <= gtol) | (s.poor >= POOR_STEPS)) & ~s.fresh) | s.relength
         need_h = (s.iterations == 0) | refresh | (not quasi_newton)
         hs, escape = _positive_definite(hs) if modify else (hs, jnp.zeros_like(s.x))
