@@ -60,7 +60,7 @@ def _levels(seed=1, n_levels=5):
 FORMULA = "y ~ x + z + w1 + w2 + w3 + (1 | g)"
 
 
-@pytest.mark.parametrize("na_action", ["fail", "omit"])
+@pytest.mark.parametrize("na_action", ["fail", pytest.param("omit", marks=pytest.mark.slow)])
 def test_by_levels_that_cannot_be_fitted_are_named_and_skipped(na_action):
     df = _levels()
     df = df[~((df["rep"] == "r1") & ~df.index.isin([30, 31, 35, 36, 37]))].reset_index(drop=True)  # 5 rows < p = 6
