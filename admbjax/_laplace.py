@@ -148,13 +148,6 @@ def _damping_floor(blk: Blocks):
     return 1e-6 * (1.0 + diag_u)
 
 
-def _gershgorin_shift(h_uu):
-    """``[N]``: a damping that makes each ``H_uu,i + lam I`` positive definite (Gershgorin)."""
-    diag = jnp.diagonal(h_uu, axis1=1, axis2=2)
-    off = jnp.sum(jnp.abs(h_uu), axis=2) - jnp.abs(diag)
-    return jnp.maximum(jnp.max(off - diag, axis=1), 0.0)
-
-
 def _sq_norm(d: Mode):
     """``[N]``: each subject's ``|d_u|^2`` (beta's share on subject 0)."""
     return jnp.sum(d.u ** 2, axis=1).at[0].add(jnp.sum(d.beta ** 2))
@@ -206,7 +199,7 @@ def solve_mode(nll, theta, beta_outer, data, init: Mode, *, tol=1e-10, max_iter=
         rho = (f0 - f1) / jnp.where(pred > 0, pred, 1.0)
         rho = jnp.where(pred > 100.0 * slack(f0), rho, 1.0)      # a decrease below rounding: at the mode
         floor = _damping_floor(blk)
-        shift = _gershgorin_shift(blk.h_uu) + floor
+        shift = _linalg.gershgorin_shift(blk.h_uu) + floor
         floor, shift = (floor.max(), shift.max()) if joint else (floor, shift)
         lam_good = jnp.where(rho > 0.75, lam * 0.1, jnp.where(rho < 0.25, jnp.maximum(2.0 * lam, floor), lam))
         lam_good = jnp.where(lam_good < floor, 0.0, lam_good)

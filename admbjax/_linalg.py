@@ -79,6 +79,15 @@ def cho_solve(chol, rhs):
     return x[..., 0] if vector else x
 
 
+def gershgorin_shift(a):
+    """``[...]``: a ``lam >= 0`` that makes each ``a + lam I`` (``[..., k, k]``, symmetric)
+    positive semi-definite, by Gershgorin's circle theorem: every eigenvalue is at least
+    ``min_i (a_ii - sum_{j != i} |a_ij|)``."""
+    diag = jnp.diagonal(a, axis1=-2, axis2=-1)
+    off = jnp.sum(jnp.abs(a), axis=-1) - jnp.abs(diag)
+    return jnp.maximum(jnp.max(off - diag, axis=-1), 0.0)
+
+
 def logdet_from_cholesky(chol):
     """``log det A`` from the Cholesky factor of ``A``."""
     return 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)

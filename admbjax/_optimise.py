@@ -67,12 +67,6 @@ class OptState(NamedTuple):
     poor: jax.Array      # steps on updated (BFGS) Hessians that failed or fell short of their model
 
 
-def _gershgorin_shift(h):
-    """A ``lam`` that makes ``h + lam I`` positive definite (Gershgorin's circle theorem)."""
-    off = jnp.sum(jnp.abs(h), axis=1) - jnp.abs(jnp.diagonal(h))
-    return jnp.maximum(jnp.max(off - jnp.diagonal(h)), 0.0)
-
-
 #: After this many steps on an updated (BFGS) Hessian that were rejected or achieved less than
 #: a quarter of their predicted decrease, the Hessian is evaluated afresh (it costs 2k + 1
 #: gradients; one such step costs one).
@@ -250,7 +244,7 @@ def minimise(vgh: Callable, x0, warm0, warm_of: Callable, aux0, *, gtol: float =
         lam_good = jnp.where(lam_good < 1e-3 * floor, 0.0, lam_good)
         lam_good = jnp.where(refresh, s.lam, lam_good)
         lam_bad = jnp.maximum(4.0 * s.lam, 1e3 * floor)  # a rejected step: the model is off by far
-        lam_bad = jnp.where(ok, lam_bad, jnp.maximum(lam_bad, _gershgorin_shift(hs) + floor))
+        lam_bad = jnp.where(ok, lam_bad, jnp.maximum(lam_bad, _linalg.gershgorin_shift(hs) + floor))
         lam = jnp.where(accept, lam_good, lam_bad)
         pick = lambda a, b: jax.tree.map(lambda u, v: jnp.where(accept, u, v), a, b)
         x, f, g, h, aux = pick((x1, f1, g1, h1, aux1), (s.x, s.f, s.g, s.h, s.aux))
@@ -264,8 +258,8 @@ def minimise(vgh: Callable, x0, warm0, warm_of: Callable, aux0, *, gtol: float =
         first = s.iterations < 2
         off = jnp.max(jnp.abs(jnp.log(implied / s.scale)))
         limit = RELENGTH_BFGS_START if quasi_newton else RELENGTH
-        again = accept & need_h & ((first & (off > jnp.log(limit)))
-                                   | ((dec <= gtol) & (off > jnp.log(RELENGTH)) if quasi_newton else False))
+        at_end = ((dec <= gtol) & (off > jnp.log(RELENGTH))) if quasi_newton else False
+        again = accept & need_h & ((first & (off > jnp.log(limit))) | at_end)
         again = again if relength else jnp.asarray(False)
         warm = pick(warm_of(aux1), s.warm)
         # batches (no eigendecompositions in their program) flag a saddle point afterwards
