@@ -96,21 +96,26 @@ def _shapes(tree):
 #: slowly, for programs of many small fusions like these, and run no faster (measured on
 #: sleepstudy, N = 1e5 subjects and batches; jaxlib 0.10.2).
 COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
-#: A single fit whose data hold at most this many numbers is also compiled with LLVM's
-#: optimisations off: it runs in milliseconds either way, and compiles in half the time
-#: (sleepstudy's closed form: 1.1 s instead of 1.9 s). The run is about 3x slower, so larger
-#: data keep them (from about 300 subjects in closed form: N = 1,000 runs in 12 ms instead
-#: of 35 ms), as do batches, whose wait is their run.
-QUICK_COMPILE_MAX = 10_000
+#: A single fit with at most this many observations (entries of ``data["mask"]``: rows, or
+#: subjects for the Gaussian closed form's per-subject statistics) is compiled for a quick
+#: compile: LLVM's optimisations off, and without XLA's while-loop invariant code motion and
+#: loop simplification (:data:`QUICK_COMPILE_OPTIONS`). It runs in milliseconds either way
+#: and compiles in about half the time (sleepstudy's closed form: 1.1 s instead of 1.9 s;
+#: the engine: 1.3 s instead of 2.0 s of XLA); the run is up to 3x slower, so larger data keep
+#: them (from about 300 subjects in closed form: N = 1,000 runs in 12 ms instead of 35 ms),
+#: as do batches, whose wait is their run. Counting observations, not numbers, keeps many
+#: fixed effects (p x p statistics per subject, handled by LAPACK either way) on the quick side.
+QUICK_COMPILE_MAX = 500
+QUICK_COMPILE_OPTIONS = {"xla_backend_optimization_level": 0,
+                         "xla_disable_hlo_passes": "while-loop-invariant-code-motion,simplify-while-loops"}
 
 
 def _compile(lowered, args, transform):
-    """``lowered.compile()`` with :data:`COMPILER_OPTIONS` (and quick-compile options for
-    small single fits); without them where this jaxlib does not know them."""
-    size = sum(int(np.size(a)) for a in jax.tree.leaves(args))
+    """``lowered.compile()`` with :data:`COMPILER_OPTIONS` (and :data:`QUICK_COMPILE_OPTIONS`
+    for small single fits); without them where this jaxlib does not know them."""
     options = dict(COMPILER_OPTIONS)
-    if transform is None and size <= QUICK_COMPILE_MAX:
-        options["xla_backend_optimization_level"] = 0
+    if transform is None and int(np.size(args[2]["mask"])) <= QUICK_COMPILE_MAX:
+        options.update(QUICK_COMPILE_OPTIONS)
     try:
         return lowered.compile(options)
     except Exception as err:  # an option this version does not have

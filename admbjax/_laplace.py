@@ -22,6 +22,7 @@ derivatives (Kristensen et al. 2016, J. Stat. Softw. 70(5), section 2; Skaug & F
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -70,6 +71,7 @@ def _per_subject(data):
     return {"arrays": data["arrays"], "mask": data["mask"], "subject_mask": data["subject_mask"]}
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def values(nll, theta, beta_outer, z: Mode, data):
     """Per-subject nll ``[N]`` at ``z``."""
     beta = z.beta if z.beta.shape[0] else beta_outer
@@ -77,6 +79,7 @@ def values(nll, theta, beta_outer, z: Mode, data):
     return jax.vmap(f)(z.u, _per_subject(data))
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def blocks(nll, theta, beta_outer, z: Mode, data) -> Blocks:
     """Gradient and arrowhead Hessian blocks at ``z`` (vmapped over subjects)."""
     p_int = z.beta.shape[0]
@@ -112,6 +115,7 @@ class Step(NamedTuple):
     w: jax.Array           # [N, q, p]  H_uu^{-1} H_ubeta
 
 
+@jax.jit
 def newton_step(blk: Blocks, lam_u, lam_beta) -> Step:
     """Solve ``(H + lam I) d = -g`` through the Schur complement of the arrowhead ``H``.
 
@@ -137,10 +141,16 @@ def newton_step(blk: Blocks, lam_u, lam_beta) -> Step:
     d_beta = -_linalg.cho_solve(chol_s, rhs)
     d_u = -(w_u + jnp.einsum("nqp,p->nq", w, d_beta))
     dec = -jnp.sum(blk.g_u * d_u, axis=1)
-    dec = dec.at[0].add(-jnp.dot(blk.g_beta, d_beta))
+    dec = _add_to_first(dec, -jnp.dot(blk.g_beta, d_beta))
     ok = ok_u & ok_s
     logdet = jnp.sum(logdet_u) + _linalg.logdet_from_cholesky(chol_s)
     return Step(Mode(d_beta, d_u), ok, dec, logdet, chol_uu, chol_s, w)
+
+
+def _add_to_first(v, a):
+    """``v`` (``[N]``) with ``a`` added to its first entry (beta's share on subject 0), without a
+    scatter (XLA:CPU expands scatters into loops, which compile slowly)."""
+    return v + jnp.where(jnp.arange(v.shape[0]) == 0, a, 0.0)
 
 
 def _damping_floor(blk: Blocks):
@@ -150,9 +160,10 @@ def _damping_floor(blk: Blocks):
 
 def _sq_norm(d: Mode):
     """``[N]``: each subject's ``|d_u|^2`` (beta's share on subject 0)."""
-    return jnp.sum(d.u ** 2, axis=1).at[0].add(jnp.sum(d.beta ** 2))
+    return _add_to_first(jnp.sum(d.u ** 2, axis=1), jnp.sum(d.beta ** 2))
 
 
+@functools.partial(jax.jit, static_argnames=("nll", "tol", "max_iter"))
 def solve_mode(nll, theta, beta_outer, data, init: Mode, *, tol=1e-10, max_iter=100):
     """Inner modes by a damped (Levenberg-Marquardt) Newton method with guaranteed descent.
 
@@ -245,39 +256,69 @@ def _lowest_per_subject(modes_u, f, converged):
     return jnp.take_along_axis(modes_u, pick[None, :, None], axis=0)[0], pick
 
 
-def solve_global_mode(nll, theta, beta_outer, data, init: Mode, *, tol=1e-10, max_iter=100):
-    """The lowest of the inner modes that :func:`solve_mode` reaches from several starts.
+def search_subjects(nll, theta, beta, data, init_u, *, tol=1e-10, max_iter=100):
+    """``(u, converged)``: each subject's lowest inner mode with ``beta`` held fixed, among
+    those :func:`solve_mode` reaches from :func:`search_starts` (the warm start ``init_u``,
+    ``u = 0`` and points around it)."""
+    empty = jnp.zeros((0,), init_u.dtype)
+    solve_u = lambda u0: solve_mode(nll, theta, beta, data, Mode(empty, u0), tol=tol, max_iter=max_iter)
+    modes, infos = jax.vmap(solve_u)(search_starts(init_u))
+    f = jax.vmap(lambda u: values(nll, theta, beta, Mode(empty, u), data))(modes.u)      # [S, N]
+    u, pick = _lowest_per_subject(modes.u, f, infos.converged)
+    return u, jnp.take_along_axis(infos.converged, pick[None], axis=0)[0], jnp.max(infos.iterations)
+
+
+def solve_global_mode(nll, theta, beta_outer, data, init: Mode, search, *, tol=1e-10, max_iter=100):
+    """The inner mode from ``init``, and with ``search`` (traced) or near a fold
+    (:func:`near_fold`) the lowest of the modes that :func:`solve_mode` reaches from several
+    starts.
 
     For densities that are not log-concave in ``u`` (Student-t errors) a subject's
     conditional density can have several modes (one fitting the bulk of its observations,
     others bent towards its outliers). Tracking one mode by warm starts follows it to where
     it vanishes (a fold, where ``H_uu,i`` becomes singular and the Laplace nll goes to minus
     infinity); the global mode does not. The starts are :func:`search_starts`: the warm
-    start ``init``, ``u = 0`` and points around it; two (warm and cold) missed a subject's
-    lower mode on contaminated sleepstudy data (issue 11).
+    start, ``u = 0`` and points around it; two (warm and cold) missed a subject's lower mode
+    on contaminated sleepstudy data.
 
-    ML picks per subject. REML's joint problem couples the subjects through ``beta``: each
-    subject's lowest mode is found with ``beta`` held at ``init.beta``, the joint problem is
-    solved from those modes and from ``init``, and the lower total nll wins (comparing only
-    joint solves from a warm and a cold start kept a joint mode 8.8 higher than glmmTMB's).
+    ML picks per subject (:func:`search_subjects`). REML's joint problem couples the
+    subjects through ``beta``: the joint mode followed from ``init`` is one candidate; each
+    subject's lowest mode with ``beta`` held at that mode's is the start of a second joint
+    solve, and the lower total nll wins (comparing only joint solves from a warm and a cold
+    start kept a joint mode 8.8 higher than glmmTMB's). The two joint solves are two passes
+    of one loop, so that the program holds one copy of the joint solver.
     """
-    starts_u = search_starts(init.u)
-    empty = jnp.zeros((0,), init.u.dtype)
-    per_subject = beta_outer if init.beta.shape[0] == 0 else init.beta
-    solve_u = lambda u0: solve_mode(nll, theta, per_subject, data, Mode(empty, u0), tol=tol, max_iter=max_iter)
-    modes, infos = jax.vmap(solve_u)(starts_u)
-    f = jax.vmap(lambda u: values(nll, theta, per_subject, Mode(empty, u), data))(modes.u)      # [S, N]
-    u, pick = _lowest_per_subject(modes.u, f, infos.converged)
+    kw = dict(tol=tol, max_iter=max_iter)
     if init.beta.shape[0] == 0:
-        converged = jnp.take_along_axis(infos.converged, pick[None], axis=0)[0]
-        return Mode(init.beta, u), InnerInfo(converged, jnp.max(infos.iterations))
-    joint = jax.tree.map(lambda a, b: jnp.stack([a, b]), init, Mode(init.beta, u))
-    solve = lambda z0: solve_mode(nll, theta, beta_outer, data, z0, tol=tol, max_iter=max_iter)
-    modes, infos = jax.vmap(solve)(joint)
-    total = jax.vmap(lambda z: values(nll, theta, beta_outer, z, data))(modes).sum(axis=1)
-    best = _lowest(total, jnp.all(infos.converged, axis=1))
-    take = lambda a: a[best]
-    return Mode(take(modes.beta), take(modes.u)), InnerInfo(take(infos.converged), jnp.max(infos.iterations))
+        mode, info = solve_mode(nll, theta, beta_outer, data, init, **kw)
+        go = search | near_fold(nll, theta, beta_outer, data, mode)
+
+        def searched():
+            u, converged, iterations = search_subjects(nll, theta, beta_outer, data, mode.u, **kw)
+            return Mode(mode.beta, u), InnerInfo(converged, jnp.maximum(iterations, info.iterations))
+
+        return jax.lax.cond(go, searched, lambda: (mode, info))
+
+    def phase(carry):
+        i, start, best, best_info, best_f, _ = carry
+        mode, info = solve_mode(nll, theta, beta_outer, data, start, **kw)
+        f = jnp.sum(values(nll, theta, beta_outer, mode, data))
+        converged = jnp.all(info.converged)
+        pick = _lowest(jnp.stack([best_f, f]), jnp.stack([jnp.all(best_info.converged), converged])) == 1
+        pick = pick | (i == 0)
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(pick, a, b), new, old)
+        best, best_info, best_f = keep((mode, info, f), (best, best_info, best_f))
+        go = (i == 0) & (search | near_fold(nll, theta, beta_outer, data, mode))
+        start = jax.lax.cond(go, lambda: Mode(mode.beta, search_subjects(nll, theta, mode.beta, data, mode.u,
+                                                                           **kw)[0]), lambda: mode)
+        iterations = jnp.maximum(best_info.iterations, info.iterations)
+        return i + 1, start, best, best_info._replace(iterations=iterations), best_f, go
+
+    n = init.u.shape[0]
+    info0 = InnerInfo(jnp.zeros((n,), bool), jnp.zeros((), jnp.int32))
+    carry = (jnp.zeros((), jnp.int32), init, init, info0, jnp.full((), jnp.inf, init.u.dtype), jnp.asarray(True))
+    _, _, mode, info, _, _ = jax.lax.while_loop(lambda c: c[5], phase, carry)
+    return mode, info
 
 
 #: A followed mode whose ``H_uu,i`` has an eigenvalue below this (in the whitened ``u``, where
@@ -292,7 +333,8 @@ def near_fold(nll, theta, beta_outer, data, z: Mode):
     move, one of them can merge with the saddle between them and vanish (a fold). Near a
     fold the mode's curvature goes to zero; far from one it stays near the prior's.
     """
-    h_uu = blocks(nll, theta, beta_outer, z, data).h_uu
+    beta = z.beta if z.beta.shape[0] else beta_outer      # H_uu alone: no derivatives in beta
+    h_uu = blocks(nll, theta, beta, Mode(z.beta[:0], z.u), data).h_uu
     eye = jnp.eye(h_uu.shape[-1], dtype=h_uu.dtype)
     return ~jnp.all(_linalg.cholesky(h_uu - FOLD_CURVATURE * eye)[1])
 

@@ -1,10 +1,12 @@
-"""Small dense linear algebra, unrolled elementwise.
+"""Small dense linear algebra: elementwise for many small blocks, LAPACK for one matrix.
 
-The per-subject blocks (q x q) and the REML Schur complement (p x p) are tiny. Batched
-LAPACK calls over many subjects were measured to deadlock on 2-core CPUs for N >= ~20,000
-and to be ~3x slower than plain elementwise code, so the Cholesky
-factorisation and the triangular solves are written out over the (static) matrix size and
-act elementwise over any leading batch dimensions.
+The per-subject blocks (q x q, a leading axis of N subjects) are tiny. Batched LAPACK calls
+over many subjects were measured to deadlock on 2-core CPUs for N >= ~20,000 and to be ~3x
+slower than plain elementwise code, so for them the Cholesky factorisation and the
+triangular solves are written out over the (static) matrix size and act elementwise over
+the leading axes. A single larger matrix (the p x p Schur complement, the outer Hessian of
+many parameters) goes to LAPACK: written out, its k^3/6 scalar operations (k^3 for an
+inverse) make programs whose compile time grows with the cube of the number of fixed effects.
 
 A failed factorisation (a pivot that is not positive) is reported through the ``ok`` flag
 instead of raising, so compiled code can turn it into a result code.
@@ -12,11 +14,22 @@ instead of raising, so compiled code can turn it into a result code.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
-#: Above this size the factorisation falls back to LAPACK (only the p x p Schur complement
-#: of a model with many fixed effects gets that large).
+#: Blocks with leading (batch) axes up to this size are factorised and solved elementwise,
+#: and so are single matrices up to :data:`UNROLL_SINGLE_MAX`; anything larger by LAPACK.
 UNROLL_MAX = 12
+#: A single matrix this small (the outer Hessian of a few variance parameters) costs a few
+#: dozen scalar operations written out, and gives the same rounding in a fit alone and in a
+#: batch, where the lanes' matrices are vmapped.
+UNROLL_SINGLE_MAX = 3
+
+
+def _unrolled(a) -> bool:
+    """Whether ``a`` (``[..., k, k]``) is factorised elementwise."""
+    k = a.shape[-1]
+    return k <= UNROLL_SINGLE_MAX or (a.ndim > 2 and k <= UNROLL_MAX)
 
 
 def cholesky(a):
@@ -26,7 +39,7 @@ def cholesky(a):
     definite); ``L`` is then finite but meaningless there.
     """
     k = a.shape[-1]
-    if k > UNROLL_MAX:
+    if not _unrolled(a):
         chol = jnp.linalg.cholesky(a)
         ok = jnp.all(jnp.isfinite(chol), axis=(-2, -1))
         return jnp.where(ok[..., None, None], chol, jnp.eye(k, dtype=a.dtype)), ok
@@ -50,6 +63,8 @@ def cholesky(a):
 def solve_lower(chol, rhs):
     """Solve ``L x = rhs`` for lower-triangular ``L`` (``[..., k, k]``), ``rhs`` ``[..., k, m]``."""
     k = chol.shape[-1]
+    if not _unrolled(chol):
+        return jax.lax.linalg.triangular_solve(_broadcast(chol, rhs), rhs, left_side=True, lower=True)
     xs = []
     for i in range(k):
         s = rhs[..., i, :]
@@ -62,6 +77,9 @@ def solve_lower(chol, rhs):
 def solve_upper_t(chol, rhs):
     """Solve ``L' x = rhs`` for lower-triangular ``L`` (``[..., k, k]``), ``rhs`` ``[..., k, m]``."""
     k = chol.shape[-1]
+    if not _unrolled(chol):
+        return jax.lax.linalg.triangular_solve(_broadcast(chol, rhs), rhs, left_side=True, lower=True,
+                                               transpose_a=True)
     xs = [None] * k
     for i in reversed(range(k)):
         s = rhs[..., i, :]
@@ -69,6 +87,11 @@ def solve_upper_t(chol, rhs):
             s = s - chol[..., m, i, None] * xs[m]
         xs[i] = s / chol[..., i, i, None]
     return jnp.stack(xs, axis=-2)
+
+
+def _broadcast(chol, rhs):
+    """``chol`` with the leading axes of ``rhs`` (LAPACK's solve takes no broadcasting)."""
+    return jnp.broadcast_to(chol, rhs.shape[:-2] + chol.shape[-2:])
 
 
 def cho_solve(chol, rhs):

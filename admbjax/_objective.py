@@ -104,14 +104,11 @@ def marginal(spec: Spec, x, mode_init: _laplace.Mode, data, n_steps: int = 2, se
     xs = jax.lax.stop_gradient(x)
     theta_s = spec.layout.theta_of(xs)
     beta_s = None if spec.reml else spec.layout.beta_of(xs)
-    args = (spec.nll, theta_s, beta_s, data, mode_init)
     kw = dict(tol=spec.inner_tol, max_iter=spec.inner_max_iter)
-    mode, info = _laplace.solve_mode(*args, **kw)
     if spec.global_mode:
-        # search where asked, and wherever the followed mode is close to vanishing (a fold)
-        search = jax.lax.cond(search, lambda: jnp.asarray(True), lambda: _laplace.near_fold(spec.nll, theta_s, beta_s, data, mode))
-        args = args[:-1] + (mode,)
-        mode, info = jax.lax.cond(search, lambda: _laplace.solve_global_mode(*args, **kw), lambda: (mode, info))
+        mode, info = _laplace.solve_global_mode(spec.nll, theta_s, beta_s, data, mode_init, search, **kw)
+    else:
+        mode, info = _laplace.solve_mode(spec.nll, theta_s, beta_s, data, mode_init, **kw)
     lap = _laplace.laplace(spec.nll, spec.layout.theta_of(x), beta_outer, data, mode, n_steps=n_steps,
                            n_agq=spec.n_agq)
     return lap, info
@@ -176,7 +173,8 @@ def _fd_value_grad_hessian(spec, x, mode_init, data, length=None, search=True, n
         f, g, aux = _value_and_grad(spec, x + shifts[i], start, data, search=is_centre & search)
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(is_centre, a, b), new, old)
         start = keep(jax.lax.stop_gradient(aux[0].mode), start)
-        return start, keep(aux, centre), fs.at[i].set(f), gs.at[i].set(g), betas.at[i].set(aux[0].mode.beta)
+        put = lambda a, v: jax.lax.dynamic_update_index_in_dim(a, v, i, 0)     # no scatter: compiles faster
+        return start, keep(aux, centre), put(fs, f), put(gs, g), put(betas, aux[0].mode.beta)
 
     n_points = jnp.where(need_hessian, 2 * k + 1, 1)
     zeros = lambda *shape: jnp.zeros(shape, x.dtype)
