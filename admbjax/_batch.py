@@ -23,6 +23,7 @@ from ._checks import check_model_on_data
 from ._data import _list
 from ._fit import FitSpec, check_options, fit_program, pop_closed_form, run
 from ._results import AdmbjaxWarning, LaneTable
+from ._scope import scoped
 
 
 #: The keyword options of a batch beyond :func:`admbjax.fit`'s (``_fit.OPTIONS``).
@@ -100,6 +101,7 @@ class _Progress:
             sys.stderr.flush()
 
 
+@scoped
 def fit_batch(models, datas, method: str = "REML", *, chunk_size: int = 512, progress: bool | None = None,
               gtol: float = _optimise.GTOL, max_iter: int = 100, **options):
     """Fit many datasets (and/or starting values) of one model structure in one program.
@@ -269,6 +271,7 @@ def _warn_summary(results, index, bad, label) -> None:
 # ---------------------------------------------------------------- formula front end
 
 
+@scoped
 def fit_formula_by(formula: str, data, by: str, family="gaussian", method: str | None = None, categorical=(),
                    na_action: str = "fail", encoding: str = "utf-8", **options):
     """One fit of ``formula`` per level of column ``by``, all in one batch.
@@ -299,6 +302,7 @@ def fit_formula_by(formula: str, data, by: str, family="gaussian", method: str |
     return levels, fit_lanes(built, index, method, label=lambda k: f"level {levels[k]!r} of {by!r}", **options)
 
 
+@scoped
 def fit_formula_responses(formula: str, data, responses, family="gaussian", method: str | None = None,
                           categorical=(), na_action: str = "fail", encoding: str = "utf-8", **options):
     """One fit per response column (one model per gene), sharing the formula's design.
@@ -375,6 +379,7 @@ def simulate(result, design, n_sim: int, seed: int = 0) -> np.ndarray:
     return rng.binomial(trials.astype(int)[:, None], 1.0 / (1.0 + np.exp(-eta))).astype(float)
 
 
+@scoped
 def bootstrap(formula: str, data, n_boot: int = 1000, family="gaussian", method: str | None = None, categorical=(),
               na_action: str = "fail", seed: int = 0, encoding: str = "utf-8", **options):
     """Parametric bootstrap of a formula fit (lme4's ``bootMer``), all refits in one batch.

@@ -4,7 +4,8 @@ Compile time is part of the user's wait: a second process fitting a model of the
 structure and shape loads the compiled program from disk instead of compiling it. Two
 stores share the directory: JAX's persistent compilation cache (any program, found after
 tracing it) and admbjax's store of formula fits (found without tracing; see below).
-The directory is ``$XDG_CACHE_HOME/admbjax/jax`` (``~/.cache/admbjax/jax``). ``ADMBJAX_COMPILATION_CACHE``
+Both are used for admbjax's own compiles only (:func:`jax_cache`): importing admbjax changes
+no JAX setting. The directory is ``$XDG_CACHE_HOME/admbjax/jax`` (``~/.cache/admbjax/jax``). ``ADMBJAX_COMPILATION_CACHE``
 changes that: ``0`` (or ``off``, ``false``, ``no``) turns it off, a path puts it there.
 A directory that cannot be created (a read-only home) turns it off silently. A directory
 that exists but cannot be written is not given to JAX, which warns at every failed write;
@@ -64,22 +65,54 @@ def cache_dir() -> Path | None:
     return base / "admbjax" / "jax"
 
 
-def enable_compilation_cache() -> Path | None:
-    """Point JAX's persistent compilation cache at :func:`cache_dir` (unless it is off or the
-    user configured a cache directory already). Returns the directory, or ``None``."""
+def usable_cache_dir() -> Path | None:
+    """:func:`cache_dir`, created if need be; ``None`` where the cache is off or the directory
+    cannot be created or written (a read-only home: run without the cache rather than fail;
+    JAX would warn at every write it fails)."""
     path = cache_dir()
-    if path is None or jax.config.jax_compilation_cache_dir:
-        return None if path is None else Path(jax.config.jax_compilation_cache_dir)
+    if path is None:
+        return None
     try:
         path.mkdir(parents=True, exist_ok=True)
-    except OSError:  # a read-only home: run without the cache rather than fail
+    except OSError:
         return None
-    if not _writable(path):  # JAX would warn at every write it fails
-        return None
+    return path if _writable(path) else None
+
+
+#: JAX's settings for its persistent cache inside :func:`jax_cache`: every program is stored.
+_JAX_CACHE_SETTINGS = {"jax_persistent_cache_min_compile_time_secs": 0.0,
+                       "jax_persistent_cache_min_entry_size_bytes": 0}
+
+
+@contextlib.contextmanager
+def jax_cache():
+    """Compile inside with JAX's persistent compilation cache in :func:`usable_cache_dir`,
+    storing every program; outside, JAX's settings are the caller's again.
+
+    Nothing changes where the caller configured a cache directory of their own (admbjax's
+    programs then go there) or where admbjax's cache is off. Otherwise the directory and the
+    thresholds are set for the duration of the compile and restored after it, and JAX's
+    cache object, which it creates once per process on first use, is reset, so that the
+    caller's own programs never go to admbjax's directory. The settings are process-wide
+    while they last: a program another thread compiles at the same moment may be stored too.
+    """
+    path = None if jax.config.jax_compilation_cache_dir else usable_cache_dir()
+    if path is None:
+        yield
+        return
+    from jax.experimental.compilation_cache import compilation_cache
+
+    saved = {name: getattr(jax.config, name) for name in _JAX_CACHE_SETTINGS}
     jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    return path
+    for name, value in _JAX_CACHE_SETTINGS.items():
+        jax.config.update(name, value)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_compilation_cache_dir", None)
+        for name, value in saved.items():
+            jax.config.update(name, value)
+        compilation_cache.reset_cache()
 
 
 def _writable(directory: Path) -> bool:

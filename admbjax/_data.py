@@ -12,6 +12,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ._scope import scoped
+
 RESERVED = ("mask",)
 
 
@@ -133,6 +135,7 @@ def _mixed(g: np.ndarray) -> bool:
     return len({type(x) for x in g.tolist()}) > 1
 
 
+@scoped
 def group_data(arrays: Mapping[str, Any], groups, *, levels=None, observations: int | None = None) -> GroupedData:
     """Pack per-observation arrays into per-subject padded arrays.
 

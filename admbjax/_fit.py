@@ -23,6 +23,7 @@ from ._data import GroupedData
 from ._inference import Inference, infer
 from ._model import Model
 from ._objective import Spec, value_grad_hessian
+from ._scope import scoped
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ def compiled(fs: FitSpec, args, transform=None, disk: bool = True):
     exe = _cache.load_executable(disk_key)
     if exe is None:
         program = (lambda *a: fit_program(fs, *a)) if transform is None else transform(fs)
-        with _cache.jax_cache_off(disk_key is not None and _cache.cache_dir() is not None):
+        with _cache.jax_cache(), _cache.jax_cache_off(disk_key is not None and _cache.cache_dir() is not None):
             exe = _compile(jax.jit(program).lower(*args), args, transform)
         _cache.store_executable(disk_key, exe)
     else:
@@ -180,6 +181,7 @@ def pop_closed_form(model: Model, options: dict):
     return model.closed_form if options.pop("closed_form", True) else None
 
 
+@scoped
 def fit(model: Model, data: GroupedData, method: str = "REML", *, gtol: float = _optimise.GTOL,
         max_iter: int = 100, **options):
     """Fit ``model`` to ``data`` by Laplace-approximated ML or REML.

@@ -33,6 +33,7 @@ from ._families import FAMILIES, Family, get_family, glm_start, ols
 from ._laplace import LOG_2PI
 from ._model import Model
 from ._results import AdmbjaxWarning
+from ._scope import scoped
 
 NA_ACTIONS = ("fail", "omit")
 
@@ -643,6 +644,7 @@ def no_residual_dof(n: int, p: int, family: Family) -> str | None:
     return None
 
 
+@scoped
 def formula_model(formula: str, data, family="gaussian", categorical=(), na_action: str = "fail",
                   start: dict | None = None, sufficient: bool = True):
     """The :class:`Model` and :class:`GroupedData` of an lme4 formula on ``data``.
@@ -913,6 +915,7 @@ def separation(result, design: Design, family: Family) -> str | None:
             "estimates and standard errors are meaningless: the model did not converge to a maximum")
 
 
+@scoped
 def fit_formula(formula: str, data, family="gaussian", method: str | None = None, categorical=(),
                 na_action: str = "fail", start: dict | None = None, encoding: str = "utf-8", **fit_options):
     """Fit an lme4-style formula: ``fit_formula("Reaction ~ Days + (Days | Subject)", df)``.

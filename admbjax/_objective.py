@@ -17,6 +17,7 @@ import numpy as np
 from . import _laplace
 from ._data import GroupedData
 from ._model import Model, ParamLayout
+from ._scope import scoped
 
 METHODS = ("REML", "ML")
 HESSIANS = ("fd", "exact")
@@ -245,17 +246,21 @@ class Objective:
     def _mode0(self):
         return self.spec.initial_mode(self.model, self.data.shape[0])
 
+    @scoped
     def __call__(self, x):
         return _jit_value(self.spec, jnp.asarray(x), self._mode0(), self.data.tree())
 
+    @scoped
     def grad(self, x):
         return _jit_grad(self.spec, jnp.asarray(x), self._mode0(), self.data.tree())
 
+    @scoped
     def hessian(self, x):
         """The exact (AD) Hessian, whatever ``spec.hessian`` the fit uses."""
         exact = replace(self.spec, hessian="exact")
         return _jit_vgh(exact, jnp.asarray(x), self._mode0(), self.data.tree())[2]
 
+    @scoped
     def mode(self, x) -> _laplace.Mode:
         """The inner mode (``beta`` for REML, and ``u``) at ``x``."""
         return _jit_mode(self.spec, jnp.asarray(x), self._mode0(), self.data.tree())
@@ -267,6 +272,7 @@ _jit_vgh = jax.jit(value_grad_hessian, static_argnums=0)
 _jit_mode = jax.jit(lambda spec, x, m, d: marginal(spec, x, m, d)[0].mode, static_argnums=0)
 
 
+@scoped
 def make_objective(model: Model, data: GroupedData, method: str = "REML", **options) -> Objective:
     """The objective of ``model`` on ``data``: stage 3 of the pipeline (lme4's devfun)."""
     from ._checks import check_model_on_data

@@ -11,6 +11,8 @@ import json
 import os
 import sys
 
+from ._scope import scoped
+
 
 def _version() -> str:
     """The installed package's version, without importing JAX (as ``admbjax.__version__``)."""
@@ -87,6 +89,7 @@ def _plain(value):
     return value.item() if hasattr(value, "item") else value
 
 
+@scoped
 def main(argv=None) -> int:
     """Entry point of the ``admbjax`` command; returns the exit status."""
     args = _parser().parse_args(argv)

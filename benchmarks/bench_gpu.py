@@ -47,13 +47,14 @@ def child(opts) -> dict:
     import jax
 
     import admbjax
+    from admbjax import _scope
     from bench_commands import simulate_sleepstudy
     from bench_scaling import simulate
 
     warnings.simplefilter("ignore")
     out = {"device": str(jax.devices()[0]), "device_kind": jax.devices()[0].device_kind,
-           "x64": bool(jax.config.jax_enable_x64)}
-    gtol = 1e-6 if jax.config.jax_enable_x64 else opts.gtol32
+           "x64": _scope.x64()}            # admbjax's precision (ADMBJAX_X64), scoped to its calls
+    gtol = 1e-6 if _scope.x64() else opts.gtol32
     out["gtol"] = gtol
     first = admbjax.fit_formula(SLEEP_FORMULA, "sleepstudy", gtol=gtol)
     steady = [admbjax.fit_formula(SLEEP_FORMULA, "sleepstudy", gtol=gtol).time_fit for _ in range(5)]

@@ -15,7 +15,14 @@ sys.path.insert(0, str(ROOT / "models"))
 # only add files shared with any other process on the machine (it is tested in test_cache).
 os.environ.setdefault("ADMBJAX_COMPILATION_CACHE", "0")
 
-import admbjax  # noqa: E402,F401  (enables float64 before any test builds arrays)
+import jax  # noqa: E402
+
+# The tests' own JAX computations (reference derivatives, hand-built arrays) need float64.
+# admbjax itself changes no JAX setting (its calls are scoped: admbjax._scope); that is
+# tested in fresh processes (test_scoped_config.py), where nothing like this line runs.
+jax.config.update("jax_enable_x64", True)
+
+import admbjax  # noqa: E402,F401
 
 
 def load_model(name: str):

@@ -33,15 +33,6 @@ def test_cache_directory_setting(monkeypatch, tmp_path):
     assert _cache.cache_dir() == tmp_path / "elsewhere"
 
 
-def test_cache_is_enabled_on_import():
-    expected = _cache.cache_dir()
-    configured = jax.config.jax_compilation_cache_dir
-    if expected is None:
-        assert not configured
-    else:
-        assert configured and jax.config.jax_persistent_cache_min_entry_size_bytes == 0
-
-
 def _fit_spec(model, grouped):
     from admbjax import _fit, _objective
 
@@ -101,8 +92,9 @@ def test_a_stored_program_that_calls_lapack_runs_in_a_new_process(monkeypatch, t
     a = np.array([[2.0, 1.0], [1.0, 3.0]])
     program = jax.jit(lambda m: jnp.linalg.eigh(m)[0]).lower(a).compile()
     _cache.store_executable("test-eigh", program)
-    code = ("import numpy as np; from admbjax import _cache; f = _cache.load_executable('test-eigh'); "
-            "print(repr(np.asarray(f(np.array([[2.0, 1.0], [1.0, 3.0]]))).tolist()))")
+    code = ("import numpy as np; from admbjax import _cache, _scope\nwith _scope.scope():\n"
+            "    f = _cache.load_executable('test-eigh')\n"
+            "    print(repr(np.asarray(f(np.array([[2.0, 1.0], [1.0, 3.0]]))).tolist()))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     np.testing.assert_allclose(eval(proc.stdout.strip()), np.linalg.eigvalsh(a), rtol=1e-12)
@@ -382,18 +374,28 @@ def test_a_read_only_cache_directory_gives_no_warnings(tmp_path, stored):
     assert list(cache.rglob("*")) == [cache / _cache.EXECUTABLES]
 
 
-def test_enable_compilation_cache_leaves_jax_alone_where_it_cannot_write(monkeypatch, tmp_path):
+def test_jax_cache_leaves_jax_alone_where_it_cannot_write(monkeypatch, tmp_path):
     if jax.config.jax_compilation_cache_dir:
         pytest.skip("JAX's cache is configured in this process")
     monkeypatch.setenv("ADMBJAX_COMPILATION_CACHE", str(tmp_path))
     assert _cache._writable(tmp_path)
     monkeypatch.setattr(_cache.tempfile, "mkstemp", _refuse)
-    try:
-        assert _cache._writable(tmp_path) is False
-        assert _cache.enable_compilation_cache() is None
+    assert _cache._writable(tmp_path) is False
+    assert _cache.usable_cache_dir() is None
+    with _cache.jax_cache():
         assert not jax.config.jax_compilation_cache_dir
-    finally:
-        jax.config.update("jax_compilation_cache_dir", None)
+
+
+def test_jax_cache_is_set_inside_and_restored_after(monkeypatch, tmp_path):
+    if jax.config.jax_compilation_cache_dir:
+        pytest.skip("JAX's cache is configured in this process")
+    monkeypatch.setenv("ADMBJAX_COMPILATION_CACHE", str(tmp_path))
+    before = jax.config.jax_persistent_cache_min_compile_time_secs
+    with _cache.jax_cache():
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path)
+        assert jax.config.jax_persistent_cache_min_compile_time_secs == 0.0
+    assert not jax.config.jax_compilation_cache_dir
+    assert jax.config.jax_persistent_cache_min_compile_time_secs == before
 
 
 # ---------------------------------------------------------------- the entry format
