@@ -14,19 +14,20 @@ import re
 import sys
 import time
 import warnings
+
 import jax
 import numpy as np
-from dataclasses import replace
 
-from . import _objective, _optimise
+from . import _optimise
 from ._checks import check_model_on_data
 from ._data import _list
-from ._fit import FitSpec, check_options, fit_program, pop_closed_form, run
+from ._fit import FitSpec, fit_program, run
+from ._options import Options, check_options
 from ._results import AdmbjaxWarning, LaneTable
 from ._scope import scoped
 
 
-#: The keyword options of a batch beyond :func:`admbjax.fit`'s (``_fit.OPTIONS``).
+#: The keyword options of a batch beyond :func:`admbjax.fit`'s (``admbjax.Options``).
 BATCH_OPTIONS = ("chunk_size", "progress")
 
 
@@ -103,14 +104,14 @@ class _Progress:
 
 @scoped
 def fit_batch(models, datas, method: str = "REML", *, chunk_size: int = 512, progress: bool | None = None,
-              gtol: float = _optimise.GTOL, max_iter: int = 100, **options):
+              **options):
     """Fit many datasets (and/or starting values) of one model structure in one program.
 
     Args:
       models: a :class:`Model`, or a list of models of one structure (one per dataset, for
         per-dataset starting values, as the formula front end makes them).
       datas: a list of :class:`GroupedData`; padded to a common shape.
-      method, gtol, max_iter, options: as for :func:`admbjax.fit`.
+      method, options: as for :func:`admbjax.fit`.
       chunk_size: lanes per compiled call; bounds peak memory.
       progress: show a progress bar over chunks (default: when stderr is a terminal).
 
@@ -127,11 +128,11 @@ def fit_batch(models, datas, method: str = "REML", *, chunk_size: int = 512, pro
         raise ValueError(f"`models` ({len(models)}) and `datas` ({len(datas)}) must be non-empty and match")
     _check_same_structure(models)
     return fit_lanes(ListLanes(models, datas), np.arange(len(datas)), method, chunk_size=chunk_size,
-                     progress=progress, gtol=gtol, max_iter=max_iter, **options)
+                     progress=progress, **options)
 
 
 def fit_lanes(lanes, index, method: str, *, chunk_size: int = 512, progress: bool | None = None,
-              gtol: float = _optimise.GTOL, max_iter: int = 100, label=None, **options):
+              label=None, **options):
     """Fit every lane of ``lanes`` (:class:`ListLanes` or ``_by.SharedLanes``) in one batch;
     a :class:`BatchResults` over positions ``index`` (a lane each, or -1), with warnings
     that name positions by ``label(k)`` (default: "batch fit k")."""
@@ -140,20 +141,17 @@ def fit_lanes(lanes, index, method: str, *, chunk_size: int = 512, progress: boo
     n = len(lanes.n_obs)
     base = lanes.model(0)
     check_model_on_data(base, lanes.data(0))   # structure (scalar nll, padding) once; data per lane below
-    closed_form = pop_closed_form(base, options)
-    if closed_form is not None:      # a batch waits for its run, not its compile: the faster-running Hessian
-        options.setdefault("hessian", "exact")
-    spec = _objective.Spec.of(base, method, **options)
+    opts = Options.of("fit_batch", **options)
     # every lane runs every branch of a vmapped program: full Newton steps, no BFGS phase
-    fs = FitSpec(spec, base.report, base.ranef, float(gtol), int(max_iter), batched=True,
-                 closed_form=closed_form)
+    fs = FitSpec.of(base, method, opts, batched=True)
+    spec, max_iter = fs.spec, fs.max_iter
     tables, bad = [], {}
     bar = _Progress(n, progress)
     # lanes per call rounded up to a power of two: batches of similar size share one program
     chunk = max(1, min(int(chunk_size), 1 << (n - 1).bit_length()))
     pending, owed, compile_s = np.arange(n), np.zeros(n), 0.0   # owed: fit s of lanes run again
     # closed-form fits mostly converge at once: a short first pass, then the rest again
-    budgets = sorted({min(FIRST_PASS, int(max_iter)), int(max_iter)}) if closed_form else [int(max_iter)]
+    budgets = sorted({min(FIRST_PASS, max_iter), max_iter}) if spec.closed_form else [max_iter]
     for budget in budgets:
         unfinished = []
         for start in range(0, len(pending), chunk):
@@ -266,152 +264,3 @@ def _warn_summary(results, index, bad, label) -> None:
     if singular:
         warnings.warn(f"{singular} of {len(results)} batch fits are boundary (singular) fits", AdmbjaxWarning,
                       stacklevel=4)
-
-
-# ---------------------------------------------------------------- formula front end
-
-
-@scoped
-def fit_formula_by(formula: str, data, by: str, family="gaussian", method: str | None = None, categorical=(),
-                   na_action: str = "fail", encoding: str = "utf-8", **options):
-    """One fit of ``formula`` per level of column ``by``, all in one batch.
-
-    Returns ``(levels, results)``; each result equals the fit of that level's rows alone. A
-    level that cannot be fitted (too few groups, a rank-deficient design, bad data) gets
-    ``None`` and a warning that names it and says why; the other levels are unaffected.
-    ``method``, ``encoding``: as for :func:`admbjax.fit_formula` (default REML for the
-    Gaussian family, else ML; UTF-8).
-    """
-    from ._by import lanes
-    from ._families import get_family
-    from ._formula import default_method
-    from ._io import read_data
-
-    check_options(options, "fit_formula_by", BATCH_OPTIONS)
-    method = default_method(family) if method is None else method
-    df = read_data(data, encoding)
-    if by not in df.columns:
-        raise ValueError(f"`by` column {by!r} is not in `data`; available: {list(df.columns)}")
-    levels, built, index, errors = lanes(formula, df, by, family, categorical, na_action)
-    if built is None:
-        raise ValueError(f"no level of {by!r} can be fitted: level {levels[0]!r}: {errors[0]}")
-    for level, error in zip(levels, errors):
-        if error is not None:
-            warnings.warn(f"level {level!r} of {by!r} was not fitted: {error}", AdmbjaxWarning, stacklevel=2)
-    options.setdefault("global_mode", not get_family(family).log_concave)
-    return levels, fit_lanes(built, index, method, label=lambda k: f"level {levels[k]!r} of {by!r}", **options)
-
-
-@scoped
-def fit_formula_responses(formula: str, data, responses, family="gaussian", method: str | None = None,
-                          categorical=(), na_action: str = "fail", encoding: str = "utf-8", **options):
-    """One fit per response column (one model per gene), sharing the formula's design.
-
-    ``formula``'s left-hand side is a placeholder replaced by each name in ``responses``;
-    the design is built once. Returns a list of results in the order of ``responses``.
-    ``method``, ``encoding``: as for :func:`admbjax.fit_formula` (default REML for the
-    Gaussian family, else ML; UTF-8).
-    """
-    from ._families import get_family
-    from ._formula import default_method, formula_model
-    from ._io import read_data
-
-    check_options(options, "fit_formula_responses", BATCH_OPTIONS)
-    method = default_method(family) if method is None else method
-    df = read_data(data, encoding)
-    responses = list(responses)
-    missing = [r for r in responses if r not in df.columns]
-    if missing:
-        raise ValueError(f"`responses` {missing[:10]} are not columns of `data`")
-    rhs = formula.split("~", 1)[1]
-    model, grouped, d = formula_model(f"{responses[0]} ~{rhs}", df, family, categorical, na_action, sufficient=False)
-    Y = df.loc[:, responses].to_numpy(float)
-    options.setdefault("global_mode", not get_family(family).log_concave)
-    return _fit_responses(model, grouped, d, Y, get_family(family), method, rhs, responses, options,
-                          label=lambda k: f"response {responses[k]!r}")
-
-
-def _fit_responses(model, grouped, d, Y, family, method, rhs, names, options, label=None):
-    """Fit the columns of ``Y`` (``[n_obs, B]``) as responses of one design, in one batch;
-    warnings name position ``k`` by ``label(k)``."""
-    packed = np.where(grouped.rows[..., None] >= 0, Y[np.maximum(grouped.rows, 0)], 0.0)
-    finite = np.isfinite(Y).all(axis=0)
-    beta0 = np.linalg.lstsq(d.X, np.where(np.isfinite(Y), Y, 0.0), rcond=None)[0].T
-    from ._formula import constant_response
-
-    models, datas, index = [], [], np.full(len(names), -1)
-    label = label or (lambda k: f"batch fit {k}")
-    for b, name in enumerate(names):
-        error = constant_response(Y[:, b], family, name) if finite[b] else None
-        if error:                      # as the fit alone: refused (a zero residual variance)
-            warnings.warn(f"{label(b)} was not fitted: {error}", AdmbjaxWarning, stacklevel=3)
-            continue
-        usable = finite[b] and family.link == "identity"
-        start = beta0[b] if usable else model.beta
-        index[b] = len(models)
-        models.append(replace(model, beta=start, formula=f"{name} ~{rhs}"))
-        datas.append(replace(grouped, arrays=dict(grouped.arrays, y=packed[..., b])))
-    if not models:
-        raise ValueError(f"no response can be fitted: {constant_response(Y[:, 0], family, names[0])}")
-    return fit_lanes(ListLanes(models, datas), index, method, label=label, **options)
-
-
-def simulate(result, design, n_sim: int, seed: int = 0) -> np.ndarray:
-    """``n_sim`` responses (``[n_obs, n_sim]``) simulated from a fitted formula model:
-    new random effects ``b ~ N(0, G)`` and new observations given them (lme4's ``simulate``)."""
-    from ._families import get_family
-
-    rng = np.random.default_rng(seed)
-    family = get_family(result.family)
-    n_groups, q = len(design.groups.categories), design.Z.shape[1]
-    chol = np.linalg.cholesky(result.G + 1e-300 * np.eye(q)) if np.all(np.linalg.eigvalsh(result.G) > 0) else \
-        np.linalg.svd(result.G)[0] * np.sqrt(np.maximum(np.linalg.svd(result.G)[1], 0.0))
-    b = np.einsum("qr,gsr->gsq", chol, rng.standard_normal((n_groups, n_sim, q)))
-    code = np.asarray(design.groups.codes)
-    eta = (design.X @ result.beta)[:, None] + np.einsum("nq,nsq->ns", design.Z, b[code])
-    if family.name == "gaussian":
-        return eta + result.sigma * rng.standard_normal(eta.shape)
-    if family.name == "student_t":
-        return eta + result.sigma * rng.standard_t(result.df, eta.shape)
-    if family.name == "poisson":
-        return rng.poisson(np.exp(eta)).astype(float)
-    trials = design.trials if design.trials is not None else np.ones(len(design.y))
-    return rng.binomial(trials.astype(int)[:, None], 1.0 / (1.0 + np.exp(-eta))).astype(float)
-
-
-@scoped
-def bootstrap(formula: str, data, n_boot: int = 1000, family="gaussian", method: str | None = None, categorical=(),
-              na_action: str = "fail", seed: int = 0, encoding: str = "utf-8", **options):
-    """Parametric bootstrap of a formula fit (lme4's ``bootMer``), all refits in one batch.
-
-    Returns ``(fit, table, estimates)``: the original fit, a DataFrame with the bootstrap SE
-    and percentile interval of every fixed effect and variance component, and the
-    ``[n_boot, k]`` array of refitted estimates (NaN rows for refits that failed).
-    ``method``, ``encoding``: as for :func:`admbjax.fit_formula` (default REML for the
-    Gaussian family, else ML; UTF-8).
-    """
-    import pandas as pd
-
-    from ._families import get_family
-    from ._fit import fit
-    from ._formula import default_method, formula_model
-    from ._io import read_data
-
-    check_options(options, "bootstrap", BATCH_OPTIONS)
-    method = default_method(family) if method is None else method
-    model, grouped, d = formula_model(formula, read_data(data, encoding), family, categorical, na_action, sufficient=False)
-    options.setdefault("global_mode", not get_family(family).log_concave)
-    original = fit(model, grouped, method, **{k: v for k, v in options.items() if k not in BATCH_OPTIONS})
-    Y = simulate(original, d, n_boot, seed)
-    rhs = formula.split("~", 1)[1]
-    refits = _fit_responses(model, grouped, d, Y, get_family(family), method, rhs,
-                            [f"y*{i}" for i in range(n_boot)], options, label=lambda k: f"bootstrap refit {k}")
-    names = list(original.confint().index)
-    est = np.array([r.confint()["Estimate"].to_numpy() if r is not None and r.converged
-                    else np.full(len(names), np.nan) for r in refits])
-    ok = ~np.isnan(est).any(axis=1)
-    table = pd.DataFrame({"Estimate": original.confint()["Estimate"].to_numpy(),
-                          "Bootstrap SE": est[ok].std(axis=0, ddof=1),
-                          "2.5 %": np.percentile(est[ok], 2.5, axis=0),
-                          "97.5 %": np.percentile(est[ok], 97.5, axis=0)}, index=names)
-    return original, table, est

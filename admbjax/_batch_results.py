@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ._optimise import BAD_START
-from ._results import LaneTable, full_vcov_default, sd_corr
+from ._results import LaneTable, full_vcov_default, random_record, record
 
 
 class BatchResults(Sequence):
@@ -104,65 +104,27 @@ class BatchResults(Sequence):
         return lines
 
 
-def _floats(a, null: bool = False) -> list:
-    """JSON text of each float of ``a`` (``[lanes, ...]``), per lane, as ``json.dumps``
-    writes it; nested like ``a[j].tolist()``. ``null``: non-finite values as ``null``."""
-    a = np.asarray(a, dtype=float)
-    flat = a.reshape(len(a), -1)
-    if np.isfinite(flat).all():
-        text = [list(map(float.__repr__, row)) for row in flat.tolist()]
-    else:
-        one = (lambda v: float.__repr__(v) if np.isfinite(v) else "null") if null else json.dumps
-        text = [[one(v) for v in row] for row in flat.tolist()]
-    shape = a.shape[1:]
-    if not shape:
-        return [row[0] for row in text]
-    if len(shape) == 1:
-        return ["[" + ", ".join(row) + "]" for row in text]
-    width = int(np.prod(shape[1:]))
-    return ["[" + ", ".join("[" + ", ".join(row[i:i + width]) + "]" for i in range(0, len(row), width)) + "]"
-            for row in text]
-
-
-def _bools(a) -> list:
-    return ["true" if v else "false" for v in np.asarray(a, bool).tolist()]
-
-
 def _table_json(table: LaneTable, lanes_info, lanes) -> list:
-    """:meth:`FitResult.to_dict` of every lane of ``table`` as JSON text, from its arrays."""
+    """:meth:`FitResult.to_dict` of every lane of ``table`` as JSON text: the same
+    ``_results.record``, from the table's arrays (read once for all lanes, not per result)."""
     inf, opt = table.out.inference, table.out.opt
     n = len(table)
     first = lanes_info.model(int(lanes[0]))
-    head = json.dumps({"method": "REML" if table.fs.spec.reml else "ML", "family": first.family})[:-1]
-    formulas = [json.dumps(lanes_info.model(int(i)).formula) for i in lanes] if lanes_info.formula_varies \
-        else [json.dumps(first.formula)] * n
-    n_sub = np.asarray(lanes_info.n_subjects)[lanes]
-    n_obs = np.asarray(lanes_info.n_obs)[lanes]
-    nll = np.asarray(opt.f, dtype=float)
-    fixed = '"fixed": {"names": ' + json.dumps(list(first.beta_names)) + ', "estimate": '
+    method = "REML" if table.fs.spec.reml else "ML"
+    formulas = [lanes_info.model(int(i)).formula for i in lanes] if lanes_info.formula_varies else [first.formula] * n
+    n_sub = np.asarray(lanes_info.n_subjects)[lanes].tolist()
+    n_obs = np.asarray(lanes_info.n_obs)[lanes].tolist()
     cov = inf.beta_cov_full if full_vcov_default(first.family) else inf.beta_cov   # FitResult.beta_se's
-    beta, se = _floats(inf.beta), _floats(np.sqrt(np.diagonal(cov, axis1=1, axis2=2)), null=True)
-    random = _random_json(inf.report.get("G"), first) if "G" in inf.report else ["null"] * n
-    sigma = _floats(inf.report["sigma"]) if "sigma" in inf.report else ["null"] * n
-    df = _floats(inf.report["df"]) if "df" in inf.report else ["null"] * n
-    converged, singular = _bools(table.converged(n_sub)), _bools(table.singular)
-    compile_s = _floats(np.where(np.arange(n) == 0, table.t_compile, 0.0))
-    fit_s = float.__repr__(float(table.t_fit))
-    scaled = _floats(table.scaled_grad, null=True)
-    out = []
-    for j, (crit, loglik, grad, its) in enumerate(zip(_floats(2.0 * nll), _floats(-nll), _floats(table.grad),
-                                                      np.asarray(opt.iterations).tolist())):
-        out.append(f'{head}, "formula": {formulas[j]}, "n_obs": {int(n_obs[j])}, "n_groups": {int(n_sub[j])}, '
-                   f'"criterion": {crit}, "loglik": {loglik}, {fixed}{beta[j]}, "se": {se[j]}}}, '
-                   f'"random": {random[j]}, "sigma": {sigma[j]}, "df": {df[j]}, "converged": {converged[j]}, '
-                   f'"singular": {singular[j]}, "max_abs_grad": {grad}, "scaled_grad": {scaled[j]}, "iterations": {its}, '
-                   f'"time_s": {{"compile": {compile_s[j]}, "fit": {fit_s}}}}}')
-    return out
-
-
-def _random_json(G, model) -> list:
-    """The ``random`` entry of :meth:`FitResult.to_dict` for every lane's ``G``."""
-    G = np.asarray(G, dtype=float)
-    sd, corr = sd_corr(G)
-    head = json.dumps({"group": model.group, "names": list(model.random_names)})[:-1]
-    return [f'{head}, "cov": {c}, "sd": {s}, "corr": {r}}}' for c, s, r in zip(_floats(G), _floats(sd), _floats(corr))]
+    beta, se = np.asarray(inf.beta, float).tolist(), np.sqrt(np.diagonal(cov, axis1=1, axis2=2)).tolist()
+    G = np.asarray(inf.report["G"], float) if "G" in inf.report else None
+    random = [None] * n if G is None else [random_record(first.group, first.random_names, g) for g in G]
+    column = lambda key: np.asarray(inf.report[key], float).tolist() if key in inf.report else [None] * n
+    sigma, df = column("sigma"), column("df")
+    converged, singular = np.asarray(table.converged(n_sub), bool).tolist(), np.asarray(table.singular, bool).tolist()
+    nll, grad = np.asarray(opt.f, float).tolist(), np.asarray(table.grad, float).tolist()
+    scaled, iterations = np.asarray(table.scaled_grad, float).tolist(), np.asarray(opt.iterations).tolist()
+    fit_s = float(table.t_fit)
+    return [json.dumps(record(method, first.family, formulas[j], n_obs[j], n_sub[j], nll[j], first.beta_names,
+                              beta[j], se[j], random[j], sigma[j], df[j], converged[j], singular[j], grad[j],
+                              scaled[j], iterations[j], table.t_compile if j == 0 else 0.0, fit_s))
+            for j in range(n)]

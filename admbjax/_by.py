@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from . import _formula, _syntax
+from ._batch import ListLanes
 from ._families import GAUSSIAN, get_family
 from ._model import Model
 from ._results import AdmbjaxWarning
@@ -48,8 +49,6 @@ def level_codes(values: pd.Series, by: str):
 def lanes(formula: str, df: pd.DataFrame, by: str, family, categorical, na_action):
     """``(levels, lanes, index, errors)``: the batch's lanes (``SharedLanes`` or
     ``_batch.ListLanes``), each level's lane (-1: not fitted) and why a level is not fitted."""
-    from ._batch import ListLanes
-
     df = df.reset_index(drop=True)
     levels, codes = level_codes(df[by], by)
     unusable = _unusable_levels(formula, df, codes, na_action)
@@ -272,4 +271,4 @@ def _base_model(formula, beta_names, random_names, group, blocks) -> Model:
     return Model(nll=nll, theta={"lambda": diag.astype(float), "log_sigma": 0.0}, beta=np.zeros(len(beta_names)),
                  n_random=len(random_names), report=report, ranef=ranef, beta_names=beta_names,
                  random_names=random_names, group=group, family=GAUSSIAN.name, formula=formula,
-                 signs=_formula.lambda_signs(blocks), closed_form=_formula.LambdaMap(blocks))
+                 signs=_formula.lambda_signs(blocks))

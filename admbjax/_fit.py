@@ -1,5 +1,11 @@
 """``fit``: the composition data -> model -> objective -> optimise -> infer -> result.
 
+The stages, as lme4 names its four (``lFormula``, ``mkLmerDevfun``, ``optimizeLmer``,
+``mkMerMod``): the model and its grouped data (``Model``, ``group_data``; the formula front
+end's ``formula_model``), the objective (:func:`make_objective`), the optimiser
+(``FitSpec.optimiser``: ``_optimise.Newton``) with inference (``_inference.infer``) in one
+compiled program (:func:`fit_program`), and the result (``_results.make_result``).
+
 The optimisation and the inference run as one compiled program. Programs are cached by
 everything static about a fit (the model's functions, parameter layout, method, options)
 and the shapes of its arrays, so a second fit of the same model to data of the same padded
@@ -8,7 +14,6 @@ shape compiles nothing; compile time and fit time are measured and reported sepa
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -18,11 +23,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _cache, _gaussian, _laplace, _objective, _optimise
+from . import _cache, _optimise
 from ._data import GroupedData
+from ._engine import Engine
 from ._inference import Inference, infer
 from ._model import Model
-from ._objective import Spec, value_grad_hessian
+from ._objective import make_objective, objective_spec
+from ._options import Options
 from ._scope import scoped
 
 
@@ -30,56 +37,52 @@ from ._scope import scoped
 class FitSpec:
     """The static part of a fit: hashable, the key of the compiled-program cache."""
 
-    spec: Spec
+    spec: Engine                  # the objective (the engine, or the Gaussian closed form)
     report: Callable | None
     ranef: Callable | None
+    optimiser: object             # _optimise.Newton, chosen for the objective
     gtol: float
     max_iter: int
-    quasi_newton: bool = False            # BFGS between Hessians (single engine fits)
-    batched: bool = False                 # lanes of a vmapped batch: no eigendecompositions
-    closed_form: Callable | None = None   # Model.closed_form: fit by ``_gaussian``
+    batched: bool = False         # lanes of a vmapped batch
 
+    @classmethod
+    def of(cls, model: Model, method: str, options: Options, batched: bool = False) -> "FitSpec":
+        spec = objective_spec(model, method, options, batched)
+        return cls.for_spec(spec, model, options, batched)
 
-#: Every keyword option of :func:`fit` (and of the front ends that pass options on to it):
-#: the fields of :class:`FitSpec` and of :class:`_objective.Spec` a user sets
-#: (``closed_form`` as a bool: whether to use the model's closed form).
-OPTIONS = tuple(f.name for f in dataclasses.fields(FitSpec) if f.name in ("gtol", "max_iter", "closed_form")) \
-    + _objective.OPTIONS
-
-
-def check_options(options, caller: str = "fit", extra=()) -> None:
-    """``TypeError`` for an option of ``caller`` (``fit`` or a front end, whose own keyword
-    arguments are ``extra``) that is not one; nothing is built or compiled before it."""
-    _objective.check_options(options, caller, valid=tuple(extra) + OPTIONS)
+    @classmethod
+    def for_spec(cls, spec, model: Model, options: Options, batched: bool = False) -> "FitSpec":
+        optimiser = (_optimise.default_optimiser(spec, batched, spec.layout.size) if options.optimiser is None
+                     else options.optimiser.for_objective(spec, batched))
+        return cls(spec, model.report, model.ranef, optimiser, options.gtol, int(options.max_iter), batched)
 
 
 class FitOutput(NamedTuple):
     """What the compiled program returns."""
 
-    opt: _optimise.OptState     # opt.aux = (Laplace, InnerInfo) at the optimum
+    opt: _optimise.OptState     # opt.aux = (Laplace, InnerInfo, d beta / dx) at the optimum
     inference: Inference
 
 
 def fit_program(fs: FitSpec, x0, mode0, data, budget=None) -> FitOutput:
-    """Optimise and infer: a pure function of the initial values and the data.
+    """Optimise and infer: a pure function of the initial values and the data, through the
+    objective interface alone (``_engine.Engine``), whichever objective ``fs.spec`` is.
 
     ``budget`` (traced) caps the iterations below ``fs.max_iter``: a batch runs every lane a
     few iterations first, then only the unfinished ones again, from the start, in full.
     """
+    spec = fs.spec
     max_iter = fs.max_iter if budget is None else budget
-    if fs.closed_form is not None:
-        return _gaussian.fit_program(fs, x0, data, max_iter)
 
-    def vgh(x, mode, need_hessian, length, search):
-        f, g, h, lap, info, dbeta = value_grad_hessian(fs.spec, x, mode, data, need_hessian, length, search)
-        return f, g, h, (lap, info, dbeta)
+    def vgh(x, warm, need_hessian, length, search):
+        return spec.vgh(x, warm, data, need_hessian, length, search)
 
-    placeholder = _laplace.placeholder(mode0) + (jnp.zeros((mode0.beta.shape[0], x0.shape[0])),)
-    opt = _optimise.minimise(vgh, x0, mode0, lambda aux: aux[0].mode, placeholder,
-                             gtol=fs.gtol, max_iter=max_iter, quasi_newton=fs.quasi_newton, modify=not fs.batched)
-    lap, _, dbeta = opt.aux
-    inference = infer(fs.spec, fs.report, fs.ranef, opt.x, opt.h, lap, dbeta)
-    return FitOutput(opt, inference)
+    opt = fs.optimiser.minimise(vgh, spec.start(x0, data), spec.initial_warm(mode0), spec.warm_of,
+                                spec.placeholder(x0, mode0), gtol=fs.gtol, max_iter=max_iter)
+    state, last = spec.state(opt.x, opt.aux, opt.last_aux, data)
+    opt = opt._replace(aux=state, last_aux=last)
+    lap, _, dbeta = state
+    return FitOutput(opt, infer(spec, fs.report, fs.ranef, opt.x, opt.h, lap, dbeta))
 
 
 #: Compiled programs, least recently used first; bounded, because every live executable
@@ -100,22 +103,35 @@ COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 #: A single fit with at most this many observations (entries of ``data["mask"]``: rows, or
 #: subjects for the Gaussian closed form's per-subject statistics) is compiled for a quick
 #: compile: LLVM's optimisations off, and without XLA's while-loop invariant code motion and
-#: loop simplification (:data:`QUICK_COMPILE_OPTIONS`). It runs in milliseconds either way
+#: loop simplification (:data:`QUICK_COMPILE_OPTIONS`), unless its finite-difference
+#: Hessian's work is large (:data:`QUICK_COMPILE_WORK`). It runs in milliseconds either way
 #: and compiles in about half the time (sleepstudy's closed form: 1.1 s instead of 1.9 s;
-#: the engine: 1.3 s instead of 2.0 s of XLA); the run is up to 3x slower, so larger data keep
+#: the engine: 1.3 s instead of 2.0 s of XLA); the run is 3-15x slower, so larger data keep
 #: them (from about 300 subjects in closed form: N = 1,000 runs in 12 ms instead of 35 ms),
-#: as do batches, whose wait is their run. Counting observations, not numbers, keeps many
-#: fixed effects (p x p statistics per subject, handled by LAPACK either way) on the quick side.
+#: as do batches, whose wait is their run.
 QUICK_COMPILE_MAX = 500
+#: ... and at most this many numbers of data times the ``2k + 1`` gradients of a Hessian:
+#: 60 fixed effects of ML (50 subjects; 2.3e7) compile in 1.2 s and run in 0.26 s quick,
+#: against 3.0 s and 0.06 s; 150 (3.4e8) run in 37 s quick, against 2.3 s.
+QUICK_COMPILE_WORK = 5e7
 QUICK_COMPILE_OPTIONS = {"xla_backend_optimization_level": 0,
                          "xla_disable_hlo_passes": "while-loop-invariant-code-motion,simplify-while-loops"}
+
+
+def quick_compile(args, transform) -> bool:
+    """Whether a program for ``args`` (``(x0, mode0, data)``) is compiled quick."""
+    if transform is not None:
+        return False
+    numbers = sum(int(np.size(a)) for a in jax.tree.leaves(args[2]))
+    k = int(np.shape(args[0])[-1])
+    return int(np.size(args[2]["mask"])) <= QUICK_COMPILE_MAX and numbers * (2 * k + 1) <= QUICK_COMPILE_WORK
 
 
 def _compile(lowered, args, transform):
     """``lowered.compile()`` with :data:`COMPILER_OPTIONS` (and :data:`QUICK_COMPILE_OPTIONS`
     for small single fits); without them where this jaxlib does not know them."""
     options = dict(COMPILER_OPTIONS)
-    if transform is None and int(np.size(args[2]["mask"])) <= QUICK_COMPILE_MAX:
+    if quick_compile(args, transform):
         options.update(QUICK_COMPILE_OPTIONS)
     try:
         return lowered.compile(options)
@@ -175,43 +191,28 @@ def run(fs: FitSpec, args, transform=None):
     return jax.tree.map(np.asarray, out), t_compile, t_fit
 
 
-def pop_closed_form(model: Model, options: dict):
-    """Remove the ``closed_form`` option from ``options``; the model's closed form to fit
-    by (:mod:`admbjax._gaussian`), or ``None`` (no closed form, or turned off)."""
-    return model.closed_form if options.pop("closed_form", True) else None
-
-
 @scoped
-def fit(model: Model, data: GroupedData, method: str = "REML", *, gtol: float = _optimise.GTOL,
-        max_iter: int = 100, **options):
-    """Fit ``model`` to ``data`` by Laplace-approximated ML or REML.
+def fit(model: Model, data: GroupedData, method: str = "REML", **options):
+    """Fit ``model`` to ``data`` by Laplace-approximated ML or REML: :func:`make_objective`,
+    then optimise, then infer, then the result.
 
     Args:
       model: a :class:`Model` (the user's per-subject nll and initial values).
       data: a :class:`GroupedData` from :func:`group_data`.
       method: ``"REML"`` integrates out ``u`` and ``beta`` (flat prior); ``"ML"`` integrates
         out ``u`` and optimises ``beta`` with ``theta``.
-      gtol: convergence tolerance on the scaled gradient of the marginal nll, the Newton
-        decrement ``sqrt(g' H^{-1} g)`` (free of the parameters' units; ``_optimise``).
-      max_iter: limit on outer Newton iterations.
-      options: ``inner_tol``, ``inner_max_iter`` for the inner Newton solver;
-        ``global_mode`` (default True; False only for densities log-concave in ``u``, where the
-        inner mode is unique: then one inner solve instead of two); ``hessian``
-        ("fd", default, or "exact"; see :func:`admbjax._objective.value_grad_hessian`);
-        ``closed_form`` (default True): a model with ``closed_form`` (a Gaussian formula
-        model) is fitted through its exact closed-form likelihood (``_gaussian``), the same
-        numbers as the Laplace engine; False fits it by the engine.
+      options: the fields of :class:`admbjax.Options` (``gtol``, ``max_iter``, ``optimiser``,
+        ``inner_tol``, ``inner_max_iter``, ``global_mode``, ``hessian``, ``n_agq``,
+        ``closed_form``); an unknown one is a ``TypeError``.
 
     Returns:
       An immutable :class:`FitResult`.
     """
     from ._results import make_result
 
-    check_options(options, "fit")
-    closed_form = pop_closed_form(model, options)
-    objective = _objective.make_objective(model, data, method, **options)
-    fs = FitSpec(objective.spec, model.report, model.ranef, float(gtol), int(max_iter),
-                 quasi_newton=closed_form is None, closed_form=closed_form)
+    opts = Options.of("fit", **options)
+    objective = make_objective(model, data, method, **options)
+    fs = FitSpec.for_spec(objective.spec, model, opts)
     args = (objective.spec.x0(model), objective.spec.initial_mode(model, data.shape[0]), data.tree())
     out, t_compile, t_fit = run(fs, args)
     return make_result(model, data, objective.spec.layout, fs, out, t_compile, t_fit)

@@ -28,10 +28,12 @@ from jax.scipy.stats import norm
 
 from . import _syntax
 from ._data import _list, group_data
+from ._fit import fit
 from ._families import GAUSSIAN as GAUSSIAN_FAMILY
 from ._families import FAMILIES, Family, get_family, glm_start, ols
 from ._laplace import LOG_2PI
 from ._model import Model
+from ._objective import make_objective
 from ._results import AdmbjaxWarning
 from ._scope import scoped
 
@@ -518,6 +520,7 @@ def gaussian_stats_functions(blocks: tuple):
         return jnp.sum(data["mask"] * per_row) - jnp.sum(norm.logpdf(u))
 
     _name_functions(f"gaussian_stats:{blocks}", nll=nll)
+    nll.closed_form = LambdaMap(blocks)    # its exact marginal: the objective is _gaussian.ClosedForm
     return nll, report, ranef
 
 
@@ -665,16 +668,14 @@ def formula_model(formula: str, data, family="gaussian", categorical=(), na_acti
         raise ValueError(error)
     nll, report, ranef = model_functions(fam, d.blocks)
     theta0, beta0 = initial_values(d, fam, start)
-    closed_form = None
     if sufficient and fam is GAUSSIAN_FAMILY:
         nll, report, ranef = gaussian_stats_functions(d.blocks)
-        closed_form = LambdaMap(d.blocks)
         stats = sufficient_statistics(d, ols(d.y, d.X)[0])
         grouped = group_data(stats, np.asarray(d.groups.categories, dtype=object), levels=list(d.groups.categories),
                              observations=len(d.y))
     model = Model(nll=nll, theta=theta0, beta=beta0, n_random=d.Z.shape[1],
                   report=report, ranef=ranef, beta_names=d.beta_names, random_names=d.random_names,
-                  group=d.group, family=fam.name, formula=formula, signs=lambda_signs(d.blocks), closed_form=closed_form)
+                  group=d.group, family=fam.name, formula=formula, signs=lambda_signs(d.blocks))
     if not (sufficient and fam is GAUSSIAN_FAMILY):
         arrays = {"y": d.y, "X": d.X, "Z": d.Z}
         if fam.name == "binomial":
@@ -726,13 +727,7 @@ def _usable(result) -> bool:
 
 def _quadrature_check(model, grouped, result, n_agq: int, options: dict) -> float:
     """``nll`` at ``result``'s parameters by ``n_agq`` points minus ``result.nll``."""
-    from dataclasses import fields
-
-    from ._objective import Spec, make_objective
-
-    keep = {f.name for f in fields(Spec)}
-    spec_options = {k: v for k, v in options.items() if k in keep}
-    objective = make_objective(model, grouped, "ML", **dict(spec_options, n_agq=n_agq))
+    objective = make_objective(model, grouped, "ML", **dict(options, n_agq=n_agq))
     return float(objective(result.x)) - result.nll
 
 
@@ -764,7 +759,6 @@ def _fit_with_fallback(model, grouped, method, options, family: Family | None = 
     of :data:`FALLBACK_AGQ` are tried in turn, each accepted only where the next agrees with it
     to :data:`FALLBACK_TOL` at its optimum; otherwise the result is not converged, and says so.
     """
-    from ._fit import fit
 
     family = get_family(model.family) if family is None else family
     if "n_agq" in options or family.log_concave:
@@ -938,8 +932,8 @@ def fit_formula(formula: str, data, family="gaussian", method: str | None = None
     The result's ``extra`` holds ``residuals`` (response scale) and ``scaled_residuals``
     (Pearson), see :func:`conditional_residuals`, and the fixed-effect columns ``dropped``.
     """
-    from ._fit import check_options
     from ._io import read_data
+    from ._options import check_options
 
     check_options(fit_options, "fit_formula")
     fam = get_family(family)

@@ -1,4 +1,4 @@
-"""Gaussian linear mixed models in closed form: the fast path of the objective.
+"""Gaussian linear mixed models in closed form: the second implementation of the objective.
 
 For ``y_i = X_i beta + Z_i b_i + e_i`` with ``b_i = sigma Lambda u_i``, ``u_i ~ N(0, I)`` and
 ``e_i ~ N(0, sigma^2 I)`` the Laplace approximation is exact, and the marginal nll has a
@@ -23,19 +23,22 @@ results are the engine's: ``x = (theta, [beta for ML])`` with ``theta = {"lambda
 "log_sigma"}``, optimised by the same damped Newton method with the exact Hessian, from
 a moment estimate of ``Lambda`` with ``sigma`` (and ``beta`` for ML) at their optimum
 given it (lme4's profiled deviance): for balanced data that start is the optimum.
+:class:`ClosedForm` is this objective; ``make_objective`` returns it for a model whose
+``nll`` carries a ``closed_form`` (the formula front end's Gaussian nll on sufficient
+statistics).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from . import _laplace, _linalg, _optimise
-from ._inference import infer
+from . import _laplace, _linalg
 from ._laplace import LOG_2PI
-from ._objective import central_differences, fd_shifts
+from ._engine import Engine, central_differences, fd_shifts
 
 #: The per-subject sufficient statistics the formula front end writes (``_formula``).
 STATS = ("n", "rr", "Xr", "Zr", "XX", "XZ", "ZZ")
@@ -230,38 +233,74 @@ def fd_hessian(value_grad_aux, x, length=None):
     return (values[0], aux[0]), grads[0], 0.5 * (h + h.T), central_differences(aux, steps).T
 
 
-def fit_program(fs, x0, data, max_iter):
-    """``_fit.fit_program`` for a Gaussian model with ``fs.closed_form`` (``theta -> Lambda``);
-    ``max_iter`` is ``fs.max_iter`` or a batch lane's (traced) budget.
+@dataclass(frozen=True)
+class ClosedForm(Engine):
+    """The objective of a Gaussian linear mixed model in closed form: the interface of
+    :class:`admbjax._engine.Engine` (the Laplace engine), implemented on per-subject
+    sufficient statistics with ``lambda_of`` (``theta -> Lambda``; the formula front end's
+    ``LambdaMap``).
 
-    Newton's method starts where the profiled nll (``sigma``, and ``beta`` for ML, at their
+    The optimiser starts where the profiled nll (``sigma``, and ``beta`` for ML, at their
     optimum given ``Lambda``) is at :func:`moment_start`'s ``Lambda`` (``x0``'s is the
-    fallback): for balanced data that is the optimum already. The Hessian is, with
-    ``fs.spec.hessian``, central differences of the exact gradient (``"fd"``, the default:
-    the program compiles in about half the time) or forward-over-reverse AD (``"exact"``:
-    it runs about 30% faster, which is what matters in a batch of thousands of fits).
+    fallback): for balanced data that is the optimum already. Its Hessian is cheap, so
+    Newton's method takes full steps throughout, alone and in a batch alike. The Hessian is,
+    with ``hessian``, central differences of the exact gradient (``"fd"``, the default: the
+    program compiles in about half the time) or forward-over-reverse AD (``"exact"``: it runs
+    about 30% faster, which is what matters in a batch of thousands of fits).
     """
-    from ._fit import FitOutput
 
-    spec, lambda_of = fs.spec, fs.closed_form
-    k, p = x0.shape[0], spec.layout.p if spec.reml else 0
-    nll_beta = lambda x: _nll_beta(lambda_of, spec, x, data)
-    value_grad_beta = jax.value_and_grad(nll_beta, has_aux=True)
+    lambda_of: Callable | None = None
 
-    def vgh(x, warm, need_hessian, length, search):
-        if spec.hessian == "exact":
+    #: Newton's method with an exact Hessian every step, no eigendecompositions (a fit alone
+    #: and the same fit in a batch take the same steps), and differences whose accuracy does
+    #: not depend on their steps (the nll is quadratic in ``beta``).
+    costly_hessian = False
+    modify_steps = False
+    relength = False
+    closed_form = True
+
+    def _nll_beta(self, x, data):
+        return _nll_beta(self.lambda_of, self, x, data)
+
+    def start(self, x0, data):
+        lam0 = moment_start(self.lambda_of, totals(data)[0], self.layout.theta_of(x0)["lambda"])
+        start = profiled_x(self.lambda_of, self, lam0, data)
+        return jnp.where(jnp.all(jnp.isfinite(start)), start, x0)
+
+    def placeholder(self, x0, warm0):
+        return jnp.zeros((self.layout.p if self.reml else 0, x0.shape[0]), x0.dtype)
+
+    def warm_of(self, aux):
+        return ()
+
+    def initial_warm(self, mode0):
+        return ()          # no inner problem: nothing to warm-start
+
+    def vgh(self, x, warm, data, need_hessian=True, length=None, search=True):
+        """``(nll, gradient, Hessian, d beta / dx)`` (the last: by the same differences; zeros
+        with ``hessian="exact"``, whose derivative :meth:`state` takes by AD)."""
+        k, p = x.shape[0], self.layout.p if self.reml else 0
+        value_grad_beta = jax.value_and_grad(lambda x: self._nll_beta(x, data), has_aux=True)
+        if need_hessian is False:             # a gradient alone (Objective.grad)
             (value, _), grad = value_grad_beta(x)
-            return value, grad, jax.hessian(lambda x: nll_beta(x)[0])(x), jnp.zeros((p, k), x.dtype)
+            return value, grad, jnp.zeros((k, k), x.dtype), jnp.zeros((p, k), x.dtype)
+        if self.hessian == "exact":
+            (value, _), grad = value_grad_beta(x)
+            return value, grad, jax.hessian(lambda x: self._nll_beta(x, data)[0])(x), jnp.zeros((p, k), x.dtype)
         (value, _), grad, hessian, dbeta = fd_hessian(lambda xs: jax.lax.map(value_grad_beta, xs), x, length)
         return value, grad, hessian, dbeta
 
-    lam0 = moment_start(lambda_of, totals(data)[0], spec.layout.theta_of(x0)["lambda"])
-    start = profiled_x(lambda_of, spec, lam0, data)
-    start = jnp.where(jnp.all(jnp.isfinite(start)), start, x0)
-    # the Hessian is cheap: full Newton steps throughout (no BFGS phase)
-    opt = _optimise.minimise(vgh, start, (), lambda aux: (), jnp.zeros((p, k), x0.dtype), gtol=fs.gtol,
-                             max_iter=max_iter, modify=False, relength=False)
-    lap, info = _laplace_state(lambda_of, spec, opt.x, data)
-    dbeta = jax.jacfwd(lambda x: nll_beta(x)[1])(opt.x) if spec.hessian == "exact" else opt.aux
-    opt = opt._replace(aux=(lap, info, dbeta), last_aux=(lap, info, dbeta))
-    return FitOutput(opt, infer(spec, fs.report, fs.ranef, opt.x, opt.h, lap, dbeta))
+    def state(self, x, aux, last_aux, data):
+        """``(Laplace, InnerInfo, d beta / dx)`` at the optimum ``x``, for inference (twice:
+        the closed form has no inner state at other points)."""
+        lap, info = _laplace_state(self.lambda_of, self, x, data)
+        exact = self.hessian == "exact"
+        dbeta = jax.jacfwd(lambda x: self._nll_beta(x, data)[1])(x) if exact else aux
+        return (lap, info, dbeta), (lap, info, dbeta)
+
+    def value(self, x, warm, data):
+        return self._nll_beta(x, data)[0]
+
+    def mode(self, x, warm, data) -> _laplace.Mode:
+        _, (beta, u, *_) = marginal(self.lambda_of, self, x, data)
+        return _laplace.Mode(beta if self.reml else beta[:0], u)

@@ -12,7 +12,9 @@ A model is written exactly as in ADMB-RE or TMB: one subject's negative log join
 It must include every normalising constant (the Gaussian ``log(2 pi)`` terms and the density
 of ``u``), so that the Laplace approximation gives the marginal likelihood on lme4's scale.
 Which blocks are integrated out is said at fit time (``method="ML"`` or ``"REML"``), never
-inside the function.
+inside the function. An ``nll`` with a ``closed_form`` attribute (the formula front end's
+Gaussian nll on sufficient statistics, whose marginal is known exactly) is fitted through
+that closed form (``admbjax._gaussian``); the numbers are the Laplace engine's.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import copy
 import functools
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import jax
@@ -51,11 +53,6 @@ class Model:
         columns of lme4's ``Lambda`` have a free sign, and lme4 reports a non-negative
         diagonal. A ``signs`` with the attribute ``batched = True`` also takes a batch of
         thetas (a leading axis on every leaf); batch fits then call it once per chunk.
-      closed_form: optional ``theta -> Lambda`` of a Gaussian linear mixed model written on
-        per-subject sufficient statistics with ``theta = {"lambda", "log_sigma"}`` (the
-        formula front end's ``LambdaMap``, which also maps a ``Lambda`` back to
-        ``theta["lambda"]`` with ``free`` and gives its block ``pattern``); its fits then use the exact closed-form likelihood
-        (``admbjax._gaussian``) instead of the Laplace engine, with the same results.
     """
 
     nll: Callable
@@ -69,9 +66,7 @@ class Model:
     group: str = "group"
     family: str = "custom"
     formula: str | None = None
-    extra: dict = field(default_factory=dict)
     signs: Callable | None = None
-    closed_form: Callable | None = None
 
     def __post_init__(self):
         if not callable(self.nll):

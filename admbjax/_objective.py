@@ -1,14 +1,23 @@
-"""The objective: the Laplace marginal nll as a pure function of the outer parameters.
+"""The objective: the one seam between a model and everything that fits it.
 
-Like lme4's ``devFunOnly = TRUE`` and TMB's ``obj$fn``/``obj$gr``/``obj$he``: for ML the
-outer vector ``x`` is ``(theta, beta)``; for REML it is ``theta`` alone and ``beta`` is
-integrated out with the random effects. Every derivative is exact (see ``_laplace``).
+Stage 3 of the pipeline (lme4's ``devfun``, TMB's ``obj``): a function of the outer
+parameters ``x`` (``theta``, and ``beta`` for ML) with its value, exact gradient and
+Hessian, a start, a warm inner state and the inner modes. Two implementations share the
+interface (documented on :class:`admbjax._engine.Engine`):
+
+- the Laplace engine (``_engine.Engine``): any user nll, its random effects (and for REML
+  ``beta``) integrated out by the Laplace approximation;
+- the Gaussian closed form (``_gaussian.ClosedForm``): a linear mixed model on per-subject
+  sufficient statistics, for a model whose ``nll`` carries a ``closed_form`` (the formula
+  front end's Gaussian models).
+
+:func:`make_objective` chooses; ``fit`` optimises exactly what it returns, and batches vmap
+the same program over lanes. The optimiser, inference and results see only the interface.
 """
 
 from __future__ import annotations
 
-import difflib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 import jax
 import jax.numpy as jnp
@@ -16,267 +25,89 @@ import numpy as np
 
 from . import _laplace
 from ._data import GroupedData
-from ._model import Model, ParamLayout
+from ._engine import Engine
+from ._gaussian import ClosedForm
+from ._model import Model
+from ._options import Options
 from ._scope import scoped
 
-METHODS = ("REML", "ML")
-HESSIANS = ("fd", "exact")
-FD_STEP = 1e-4
 
-
-def check_method(method: str) -> str:
-    """Normalise ``method`` ("REML" or "ML", any case) or raise naming the argument."""
-    m = str(method).upper()
-    if m not in METHODS:
-        raise ValueError(f"`method` must be 'REML' or 'ML', got {method!r}")
-    return m
-
-
-@dataclass(frozen=True)
-class Spec:
-    """Everything static about an objective: hashable, so compiled code is shared."""
-
-    nll: object
-    layout: ParamLayout
-    n_random: int
-    reml: bool
-    inner_tol: float = 1e-10
-    inner_max_iter: int = 100
-    hessian: str = "fd"
-    n_agq: int = 1
-    global_mode: bool = True
-
-    @classmethod
-    def of(cls, model: Model, method: str, **options) -> "Spec":
-        check_options(options, "make_objective")
-        reml = check_method(method) == "REML"
-        if options.get("hessian", "fd") not in HESSIANS:
-            raise ValueError(f"`hessian` must be one of {HESSIANS}, got {options['hessian']!r}")
-        n_agq = options.get("n_agq", 1)
-        if not isinstance(n_agq, (int, np.integer)) or n_agq < 1:
-            raise ValueError(f"`n_agq` must be a positive integer (1 = Laplace), got {n_agq!r}")
-        if n_agq > 1 and reml:
-            raise ValueError("adaptive Gauss-Hermite quadrature (`n_agq` > 1) is for ML fits; use method='ML'")
-        if n_agq > 1 and model.n_random > 2:
-            raise ValueError(f"`n_agq` > 1 needs at most 2 random effects per subject (the grid has n_agq^q "
-                             f"points); this model has {model.n_random}")
-        return cls(model.nll, ParamLayout.of(model, beta_in_x=not reml), int(model.n_random), reml, **options)
-
-    def params(self, x, mode: _laplace.Mode):
-        """``(theta, beta)`` at outer ``x`` (REML: ``beta`` from the inner mode)."""
-        theta = self.layout.theta_of(x)
-        beta = mode.beta if self.reml else self.layout.beta_of(x)
-        return theta, beta
-
-    def initial_mode(self, model: Model, n_subjects: int) -> _laplace.Mode:
-        beta = np.asarray(model.beta) if self.reml else np.zeros((0,))
-        return _laplace.Mode(beta, np.zeros((n_subjects, self.n_random)))
-
-    def x0(self, model: Model) -> np.ndarray:
-        return self.layout.flat(model.theta, model.beta)
-
-
-#: The fields of :class:`Spec` a user sets, as keyword options of ``fit`` and its front ends
-#: (the others follow from the model and the method).
-OPTIONS = tuple(f.name for f in fields(Spec) if f.name not in ("nll", "layout", "n_random", "reml"))
-
-
-def check_options(options, caller: str, valid=OPTIONS) -> None:
-    """Raise ``TypeError`` naming the first of ``options`` (a mapping of keyword options)
-    that is not in ``valid``, and listing ``valid``; before anything is built or compiled."""
-    unknown = [k for k in options if k not in valid]
-    if unknown:
-        close = difflib.get_close_matches(str(unknown[0]), valid, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise TypeError(f"{caller}() got an unknown option {unknown[0]!r}{hint}; valid options: {', '.join(valid)}")
-
-
-def marginal(spec: Spec, x, mode_init: _laplace.Mode, data, n_steps: int = 2, search=True):
-    """Laplace marginal nll at ``x``, with the inner solve warm-started at ``mode_init``.
-
-    With ``spec.global_mode``, ``search`` (a traced bool) says whether to look for the
-    global inner mode (:func:`_laplace.solve_global_mode`) or only to follow ``mode_init``
-    (enough when ``mode_init`` is the global mode at a nearby point: a finite-difference step
-    away; every optimiser iterate searches). A followed mode is a smooth local solution
-    until it nears a fold, where it vanishes and the Laplace nll dives to minus infinity;
-    the search is made there whatever ``search`` says (:func:`_laplace.near_fold`).
-    """
-    beta_outer = None if spec.reml else spec.layout.beta_of(x)
-    xs = jax.lax.stop_gradient(x)
-    theta_s = spec.layout.theta_of(xs)
-    beta_s = None if spec.reml else spec.layout.beta_of(xs)
-    kw = dict(tol=spec.inner_tol, max_iter=spec.inner_max_iter)
-    if spec.global_mode:
-        mode, info = _laplace.solve_global_mode(spec.nll, theta_s, beta_s, data, mode_init, search, **kw)
-    else:
-        mode, info = _laplace.solve_mode(spec.nll, theta_s, beta_s, data, mode_init, **kw)
-    lap = _laplace.laplace(spec.nll, spec.layout.theta_of(x), beta_outer, data, mode, n_steps=n_steps,
-                           n_agq=spec.n_agq)
-    return lap, info
-
-
-def value_grad_hessian(spec: Spec, x, mode_init, data, need_hessian=True, length=None, search=True):
-    """``(nll, gradient, Hessian, Laplace, InnerInfo, dbeta_dx)`` at ``x``.
-
-    ``dbeta_dx`` (``[p_int, k]``) is the derivative of the inner mode's ``beta`` (REML's
-    estimate) in ``x``, by the same differences (or AD) as the Hessian; empty for ML.
-    The value and gradient are exact. The Hessian is, with ``spec.hessian``:
-
-    - ``"fd"`` (default): central differences of the exact gradient, as TMB's ``sdreport``
-      does by default (``optimHess`` on ``obj$gr``); relative error ~1e-8. Needs third
-      derivatives of the user's nll only: programs compile ~3x faster and run faster.
-    - ``"exact"``: forward-over-reverse AD through two Newton steps (fourth derivatives).
-
-    ``need_hessian`` (a traced bool) False skips the Hessian (zeros returned in its place).
-    ``length``: each parameter's scale for the differences (:func:`fd_shifts`).
-    ``search`` (a traced bool; with ``spec.global_mode``): a Hessian's centre searches for the
-    global inner mode (:func:`marginal`); False where ``mode_init`` is already the global mode
-    at ``x`` (the Hessian taken again at the same point). Without the Hessian the modes of
-    ``mode_init`` are followed, and searched only near a fold: the optimiser's checkpoints
-    are its Hessians (every iteration of Newton's method; under BFGS the start, the refreshes
-    after poor steps and the optimum), and a lower mode found at one continues the fit from
-    there.
-    """
-    if spec.hessian != "exact":
-        return _fd_value_grad_hessian(spec, x, mode_init, data, length, search, need_hessian)
-    if need_hessian is True:
-        return _exact_value_grad_hessian(spec, x, mode_init, data)
-
-    def gradient_only():
-        f, g, (lap, info) = _value_and_grad(spec, x, mode_init, data, search=False)
-        k, p = x.shape[0], lap.mode.beta.shape[0]
-        return f, g, jnp.zeros((k, k), x.dtype), lap, info, jnp.zeros((p, k), x.dtype)
-
-    return jax.lax.cond(need_hessian, lambda: _exact_value_grad_hessian(spec, x, mode_init, data), gradient_only)
-
-
-def _value_and_grad(spec, x, mode_init, data, search=True):
-    (f, aux), g = jax.value_and_grad(
-        lambda x: _value_with_aux(spec, x, mode_init, data, n_steps=1, search=search), has_aux=True)(x)
-    return f, g, aux
-
-
-def _fd_value_grad_hessian(spec, x, mode_init, data, length=None, search=True, need_hessian=True):
-    # One traced body for the centre and the 2k shifted points, run as a loop over as many
-    # points as are needed (the centre alone without the Hessian): a program holds one copy of
-    # the gradient, whether the optimiser takes Hessians or not (a second copy for gradient-only
-    # steps makes programs compile markedly slower). The centre (first) searches for
-    # the global inner mode from ``mode_init`` (with ``search``); each shifted point starts
-    # from the centre's mode and only follows it (a step away, it is one or two Newton
-    # iterations from there). Only the centre's Laplace state is kept (memory: one copy).
-    k = x.shape[0]
-    steps, shifts = fd_shifts(x, length)
-    p = mode_init.beta.shape[0]
-
-    def point(i, carry):
-        start, centre, fs, gs, betas = carry
-        is_centre = i == 0
-        f, g, aux = _value_and_grad(spec, x + shifts[i], start, data, search=is_centre & search)
-        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(is_centre, a, b), new, old)
-        start = keep(jax.lax.stop_gradient(aux[0].mode), start)
-        put = lambda a, v: jax.lax.dynamic_update_index_in_dim(a, v, i, 0)     # no scatter: compiles faster
-        return start, keep(aux, centre), put(fs, f), put(gs, g), put(betas, aux[0].mode.beta)
-
-    n_points = jnp.where(need_hessian, 2 * k + 1, 1)
-    zeros = lambda *shape: jnp.zeros(shape, x.dtype)
-    init = (mode_init, _laplace.placeholder(mode_init), zeros(2 * k + 1), zeros(2 * k + 1, k), zeros(2 * k + 1, p))
-    _, (lap, info), fs, gs, beta = jax.lax.fori_loop(0, n_points, point, init)
-    h = central_differences(gs, steps)
-    h = jnp.where(need_hessian, 0.5 * (h + h.T), 0.0)
-    return fs[0], gs[0], h, lap, info, jnp.where(need_hessian, central_differences(beta, steps).T, 0.0)
-
-
-def fd_shifts(x, length=None):
-    """``(steps, shifts)``: the central-difference steps ``h_j`` at ``x`` and the ``2k + 1``
-    shifts ``0, +h_j e_j, -h_j e_j`` (``[2k + 1, k]``).
-
-    ``h_j = FD_STEP l_j`` with ``l_j`` the length over which the objective changes along
-    ``x_j``: the optimiser passes ``1 / sqrt(H_jj)`` of its last Hessian (a standard error;
-    ``_optimise.lengths``), so that steps follow the parameters' units (a ``beta`` of 1e-9 with
-    a standard error of 1e-11 gets a step of 1e-15, not 1e-4). Default ``l_j = 1 + |x_j|``."""
-    k = x.shape[0]
-    steps = FD_STEP * ((1.0 + jnp.abs(x)) if length is None else length)
-    return steps, jnp.concatenate([jnp.zeros((1, k), x.dtype), jnp.diag(steps), -jnp.diag(steps)])
-
-
-def central_differences(values, steps):
-    """``d values / d x`` (``[k, ...]``) from ``values`` at :func:`fd_shifts`' points."""
-    k = steps.shape[0]
-    scale = (2.0 * steps).reshape((k,) + (1,) * (values.ndim - 1))
-    return (values[1:k + 1] - values[k + 1:]) / scale
-
-
-def _exact_value_grad_hessian(spec, x, mode_init, data):
-    def grad_with_aux(x):
-        g, aux = jax.grad(lambda x: _value_with_aux(spec, x, mode_init, data), has_aux=True)(x)
-        return g, (g, aux)
-
-    h, (g, (lap, info)) = jax.jacfwd(grad_with_aux, has_aux=True)(x)
-    dbeta = jax.jacfwd(lambda x: marginal(spec, x, lap.mode, data, n_steps=1)[0].mode.beta)(x)
-    return lap.nll, g, 0.5 * (h + h.T), lap, info, dbeta
-
-
-def _value_with_aux(spec, x, mode_init, data, n_steps=2, search=True):
-    lap, info = marginal(spec, x, mode_init, data, n_steps=n_steps, search=search)
-    return lap.nll, (lap, info)
+def objective_spec(model: Model, method: str, options: Options, batched: bool = False) -> Engine:
+    """The static objective of ``model``: the closed form where its ``nll`` has one (and
+    ``options.closed_form``), else the Laplace engine."""
+    lambda_of = getattr(model.nll, "closed_form", None)
+    if lambda_of is not None and options.closed_form:
+        return ClosedForm.of(model, method, options, batched, lambda_of=lambda_of)
+    return Engine.of(model, method, options, batched)
 
 
 @dataclass(frozen=True, eq=False)
 class Objective:
     """The marginal nll of ``model`` on ``data`` as a function of the outer vector ``x``.
 
-    ``objective(x)`` returns the Laplace nll (lme4's constants included: ``2 * nll`` is the
+    ``objective(x)`` returns the marginal nll (lme4's constants included: ``2 * nll`` is the
     REML criterion or the deviance); ``.grad(x)`` and ``.hessian(x)`` are exact. ``x0`` holds
-    the model's initial values and ``names`` labels the entries of ``x``. Each call solves
-    the inner problem from the model's initial ``beta`` and ``u = 0``.
+    the model's initial values, ``start`` where ``fit`` starts from them, and ``names``
+    labels the entries of ``x``. Each call solves the inner problem from the model's initial
+    ``beta`` and ``u = 0``. ``spec`` is what ``fit`` optimises: ``closed_form`` says which.
     """
 
     model: Model
     data: GroupedData
-    spec: Spec
+    spec: Engine
 
     @property
     def x0(self) -> np.ndarray:
         return np.asarray(self.spec.x0(self.model))
 
     @property
+    def closed_form(self) -> bool:
+        return self.spec.closed_form
+
+    @property
     def names(self) -> list[str]:
         return self.spec.layout.names(self.model.beta_names)
 
-    def _mode0(self):
-        return self.spec.initial_mode(self.model, self.data.shape[0])
+    def _args(self, x):
+        return jnp.asarray(x, dtype=jnp.float64), self.spec.initial_mode(self.model, self.data.shape[0]), self.data.tree()
+
+    @property
+    @scoped
+    def start(self) -> np.ndarray:
+        return np.asarray(_jit_start(self.spec, jnp.asarray(self.x0), self.data.tree()))
 
     @scoped
     def __call__(self, x):
-        return _jit_value(self.spec, jnp.asarray(x), self._mode0(), self.data.tree())
+        return _jit_value(self.spec, *self._args(x))
 
     @scoped
     def grad(self, x):
-        return _jit_grad(self.spec, jnp.asarray(x), self._mode0(), self.data.tree())
+        return _jit_vgh(self.spec, *self._args(x), False)[1]
 
     @scoped
     def hessian(self, x):
         """The exact (AD) Hessian, whatever ``spec.hessian`` the fit uses."""
-        exact = replace(self.spec, hessian="exact")
-        return _jit_vgh(exact, jnp.asarray(x), self._mode0(), self.data.tree())[2]
+        return _jit_vgh(replace(self.spec, hessian="exact"), *self._args(x), True)[2]
 
     @scoped
     def mode(self, x) -> _laplace.Mode:
         """The inner mode (``beta`` for REML, and ``u``) at ``x``."""
-        return _jit_mode(self.spec, jnp.asarray(x), self._mode0(), self.data.tree())
+        return _jit_mode(self.spec, *self._args(x))
 
 
-_jit_value = jax.jit(lambda spec, x, m, d: marginal(spec, x, m, d)[0].nll, static_argnums=0)
-_jit_grad = jax.jit(lambda spec, x, m, d: jax.grad(lambda x: marginal(spec, x, m, d, n_steps=1)[0].nll)(x), static_argnums=0)
-_jit_vgh = jax.jit(value_grad_hessian, static_argnums=0)
-_jit_mode = jax.jit(lambda spec, x, m, d: marginal(spec, x, m, d)[0].mode, static_argnums=0)
+_jit_start = jax.jit(lambda spec, x0, d: spec.start(x0, d), static_argnums=0)
+_jit_value = jax.jit(lambda spec, x, m, d: spec.value(x, m, d), static_argnums=0)
+_jit_vgh = jax.jit(lambda spec, x, m, d, h: spec.vgh(x, m, d, need_hessian=h)[:3], static_argnums=(0, 4))
+_jit_mode = jax.jit(lambda spec, x, m, d: spec.mode(x, m, d), static_argnums=0)
 
 
 @scoped
 def make_objective(model: Model, data: GroupedData, method: str = "REML", **options) -> Objective:
-    """The objective of ``model`` on ``data``: stage 3 of the pipeline (lme4's devfun)."""
+    """The objective of ``model`` on ``data`` (lme4's devfun): what :func:`admbjax.fit`
+    optimises, with the same options (``closed_form=False`` asks for the Laplace engine on
+    a model that has a closed form)."""
     from ._checks import check_model_on_data
 
-    spec = Spec.of(model, method, **options)
+    spec = objective_spec(model, method, Options.of("make_objective", **options))
     check_model_on_data(model, data)
     return Objective(model, data, spec)

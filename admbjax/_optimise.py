@@ -26,18 +26,17 @@ gradient (``checkConv``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from . import _linalg
+from ._options import GTOL
 
 RUNNING, CONVERGED, MAX_ITER, STALLED, BAD_START = 0, 1, 2, 3, 4
 
-#: Default tolerance on the scaled gradient (Newton decrement) at convergence: estimates
-#: within about 1e-8 standard errors of the optimum, and a nll within 1e-16 of it.
-GTOL = 1e-8
 STATUS_MESSAGES = {
     CONVERGED: "converged: scaled gradient (Newton decrement) below tolerance",
     MAX_ITER: "iteration limit reached before the scaled gradient fell below tolerance",
@@ -275,3 +274,117 @@ def minimise(vgh: Callable, x0, warm0, warm_of: Callable, aux0, *, gtol: float =
                         status, fresh, units, again, dec, poor)
 
     return jax.lax.while_loop(lambda s: s.status == RUNNING, body, state)
+
+
+@dataclass(frozen=True)
+class Newton:
+    """The damped Newton method of :func:`minimise`, as an optimiser object.
+
+    Fields left ``None`` are chosen for the objective (:meth:`for_objective`): BFGS updates
+    between Hessians (``quasi_newton``) where a Hessian costs many gradients, the
+    absolute-eigenvalue modification and saddle escape (``modify``) and retaking Hessians
+    whose difference steps were off (``relength``) as the objective says, in single fits;
+    a batch's lanes take full Newton steps with none of them (lock-step, no
+    eigendecompositions).
+    """
+
+    quasi_newton: bool | None = None
+    modify: bool | None = None
+    relength: bool | None = None
+
+    def for_objective(self, spec, batched: bool) -> "Newton":
+        """This optimiser with its unset fields chosen for ``spec`` (``_engine.Engine``)."""
+        chosen = {"quasi_newton": spec.costly_hessian and not batched,
+                  "modify": spec.modify_steps and not batched, "relength": spec.relength}
+        return replace(self, **{k: v for k, v in chosen.items() if getattr(self, k) is None})
+
+    def minimise(self, vgh, x0, warm0, warm_of, aux0, *, gtol: float = GTOL, max_iter=100) -> OptState:
+        return minimise(vgh, x0, warm0, warm_of, aux0, gtol=gtol, max_iter=max_iter,
+                        quasi_newton=bool(self.quasi_newton), modify=bool(self.modify), relength=bool(self.relength))
+
+
+#: Single fits with at least this many outer parameters default to :class:`LBFGS`
+#: (``benchmarks/bench_optimisers.py`` shows the crossover).
+LBFGS_MIN_OUTER = 50
+
+
+def default_optimiser(spec, batched: bool, k: int):
+    """The optimiser for ``spec`` with ``k`` outer parameters when the user names none:
+    :class:`LBFGS` for a single fit with ``k >= LBFGS_MIN_OUTER``, else :class:`Newton`."""
+    if not batched and k >= LBFGS_MIN_OUTER:
+        return LBFGS().for_objective(spec, batched)
+    return Newton().for_objective(spec, batched)
+
+
+#: L-BFGS hands over to Newton's method once its own estimate of the Newton decrement
+#: (``sqrt(-g'd)`` along its direction ``d``, the quasi-Newton step) is below this: from there
+#: Newton's method converges in one or two steps, and it takes the Hessian the standard
+#: errors need.
+LBFGS_HANDOFF = 1e-2
+
+
+@dataclass(frozen=True)
+class LBFGS:
+    """L-BFGS (optax's, with its zoom line search) for a large outer dimension, then the
+    damped Newton method from where it ends (``polish``) to converge to ``gtol`` and take
+    the Hessian for the standard errors.
+
+    Each L-BFGS step costs a gradient or a few (the line search's), against ``2k + 1`` for a
+    finite-difference Hessian: with 150 outer parameters, a Newton step costs 301 gradients
+    (Nocedal & Wright 2006, ch. 7). The inner modes are warm-started from the last iterate
+    and followed (no global mode search; the Newton phase makes it at its Hessians).
+    Single fits only: batch lanes in lock-step would wait for every lane's line search.
+    """
+
+    memory: int = 10
+    max_steps: int = 1000
+    polish: Newton = Newton(quasi_newton=True)
+
+    def for_objective(self, spec, batched: bool) -> "LBFGS":
+        if batched:
+            raise ValueError("the L-BFGS optimiser is for single fits; a batch's lanes use admbjax.Newton()")
+        return replace(self, polish=self.polish.for_objective(spec, batched))
+
+    def minimise(self, vgh, x0, warm0, warm_of, aux0, *, gtol: float = GTOL, max_iter=100) -> OptState:
+        x, warm, _ = lbfgs_phase(vgh, x0, warm0, warm_of, memory=self.memory, max_steps=self.max_steps)
+        return self.polish.minimise(vgh, x, warm, warm_of, aux0, gtol=gtol, max_iter=max_iter)
+
+
+def lbfgs_phase(vgh, x0, warm0, warm_of, *, memory: int = 10, max_steps: int = 1000):
+    """``(x, warm, steps)``: L-BFGS from ``x0`` until its decrement estimate is below
+    :data:`LBFGS_HANDOFF`, ``max_steps`` steps, or a step that makes no progress; ``x0`` where
+    the objective is not finite there."""
+    import optax       # here, not at the top: importing it adds to `import admbjax` what only L-BFGS fits use
+
+    solver = optax.lbfgs(memory_size=memory)
+
+    def value_fn_at(warm):
+        @jax.custom_vjp
+        def value(x):
+            return vgh(x, warm, False, None, False)[0]
+
+        def forward(x):
+            f, g, _, _ = vgh(x, warm, False, None, False)
+            return f, g
+
+        value.defvjp(forward, lambda g, ct: (ct * g,))
+        return value
+
+    f0, g0, _, aux0 = vgh(x0, warm0, False, None, True)
+
+    def body(carry):
+        x, state, f, g, warm, steps, _ = carry
+        updates, state = solver.update(g, state, x, value=f, grad=g, value_fn=value_fn_at(warm))
+        direction_decrement = -jnp.dot(g, updates)
+        x1 = x + updates
+        f1, g1, _, aux1 = vgh(x1, warm, False, None, False)
+        good = jnp.isfinite(f1) & jnp.all(jnp.isfinite(g1)) & (f1 <= f)
+        pick = lambda a, b: jax.tree.map(lambda u, v: jnp.where(good, u, v), a, b)
+        x, f, g, warm = pick((x1, f1, g1, warm_of(aux1)), (x, f, g, warm))
+        more = good & ~(direction_decrement < LBFGS_HANDOFF ** 2) & (steps + 1 < max_steps)
+        return x, state, f, g, warm, steps + 1, more
+
+    finite = jnp.isfinite(f0) & jnp.all(jnp.isfinite(g0))
+    carry = (x0, solver.init(x0), f0, g0, warm_of(aux0), jnp.zeros((), jnp.int32), finite)
+    x, _, _, _, warm, steps, _ = jax.lax.while_loop(lambda c: c[-1], body, carry)
+    return x, warm, steps

@@ -216,25 +216,36 @@ class FitResult:
         return self.summary()
 
     def to_dict(self) -> dict:
-        """The JSON of a fit, as the README documents it ("The JSON of a fit")."""
+        """The JSON of a fit, as the README documents it ("The JSON of a fit"): :func:`record`."""
         G = self.G
-        random = None
-        if G is not None:
-            sd, corr = sd_corr(G)
-            random = {"group": self.group, "names": list(self.random_names), "cov": G.tolist(),
-                      "sd": sd.tolist(), "corr": corr.tolist()}
-        return {
-            "method": self.method, "family": self.family, "formula": self.formula,
-            "n_obs": self.n_obs, "n_groups": self.n_groups,
-            "criterion": self.criterion, "loglik": self.loglik,
-            "fixed": {"names": list(self.beta_names), "estimate": self.beta.tolist(),
-                      "se": _finite_or_none(self.beta_se)},
-            "random": random, "sigma": self.sigma, "df": self.df,
-            "converged": self.converged, "singular": self.singular,
-            "max_abs_grad": self.max_abs_grad, "scaled_grad": _finite_or_none([self.scaled_grad])[0],
-            "iterations": self.iterations,
-            "time_s": {"compile": self.time_compile, "fit": self.time_fit},
-        }
+        return record(self.method, self.family, self.formula, self.n_obs, self.n_groups, self.nll,
+                      self.beta_names, self.beta.tolist(), self.beta_se.tolist(),
+                      None if G is None else random_record(self.group, self.random_names, G),
+                      self.sigma, self.df, self.converged, self.singular, self.max_abs_grad, self.scaled_grad,
+                      self.iterations, self.time_compile, self.time_fit)
+
+
+def record(method, family, formula, n_obs, n_groups, nll, beta_names, beta, se, random, sigma, df, converged,
+           singular, max_abs_grad, scaled_grad, iterations, time_compile, time_fit) -> dict:
+    """The JSON object of one fit (the README's "The JSON of a fit"): the schema in one place,
+    for :meth:`FitResult.to_dict` and a batch's JSON lines (``BatchResults.json_lines``).
+    ``nll`` is the marginal nll (``criterion = 2 nll``); ``se`` and ``scaled_grad`` that
+    are not finite are ``null``; ``random`` is :func:`random_record` or None."""
+    return {
+        "method": method, "family": family, "formula": formula, "n_obs": n_obs, "n_groups": n_groups,
+        "criterion": 2.0 * nll, "loglik": -nll,
+        "fixed": {"names": list(beta_names), "estimate": beta, "se": _finite_or_none(se)},
+        "random": random, "sigma": sigma, "df": df, "converged": converged, "singular": singular,
+        "max_abs_grad": max_abs_grad, "scaled_grad": _finite_or_none([scaled_grad])[0], "iterations": iterations,
+        "time_s": {"compile": time_compile, "fit": time_fit},
+    }
+
+
+def random_record(group, names, G) -> dict:
+    """The ``random`` entry of :func:`record`: the random effects' covariance ``G``."""
+    sd, corr = sd_corr(np.asarray(G, dtype=float))
+    return {"group": group, "names": list(names), "cov": np.asarray(G, dtype=float).tolist(), "sd": sd.tolist(),
+            "corr": corr.tolist()}
 
 
 #: Families whose fixed-effect SEs are by default conditional on the variance parameters:

@@ -67,7 +67,7 @@ def _fit(args) -> int:
 def _fit_by(args, categorical) -> int:
     import numpy as np
 
-    from ._batch import fit_formula_by
+    from ._formula_batch import fit_formula_by
 
     levels, results = fit_formula_by(args.formula, args.data, args.by, family=args.family, method=args.method,
                                      categorical=categorical, na_action=args.na_action)

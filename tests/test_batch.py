@@ -101,7 +101,7 @@ def test_batch_arrays_and_json_lines_equal_each_fit(by_levels, batch):
 
 def test_simulate_matches_the_model_moments():
     """Simulated responses have the fitted model's mean X beta and covariance V = ZGZ' + sigma^2 I."""
-    from admbjax._batch import simulate
+    from admbjax._formula_batch import simulate
 
     model, grouped, d = admbjax.formula_model("Reaction ~ Days + (Days | Subject)", "sleepstudy")
     fake = type("Fit", (), {"family": "gaussian", "beta": np.array([250.0, 10.0]), "sigma": 25.0,
@@ -208,7 +208,7 @@ def test_shared_lanes_give_the_inputs_of_their_per_level_models_and_data(by_leve
     from each level's ``model(i)`` and ``data(i)``: the batch fits what the results describe."""
     import jax
 
-    from admbjax import _by, _objective
+    from admbjax import _by, _objective, _options
     from admbjax._batch import ListLanes
 
     df = by_levels[0]
@@ -217,7 +217,7 @@ def test_shared_lanes_give_the_inputs_of_their_per_level_models_and_data(by_leve
     lanes = range(len(shared.n_obs))
     listed = ListLanes([shared.model(i) for i in lanes], [shared.data(i) for i in lanes])
     for method in ("REML", "ML"):
-        spec = _objective.Spec.of(shared.base, method)
+        spec = _objective.objective_spec(shared.base, method, _options.Options(), batched=True)
         a, b = shared.inputs(spec, np.arange(3)), listed.inputs(spec, np.arange(3))
         assert jax.tree.structure(a) == jax.tree.structure(b)
         for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):

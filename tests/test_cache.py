@@ -34,10 +34,11 @@ def test_cache_directory_setting(monkeypatch, tmp_path):
 
 
 def _fit_spec(model, grouped):
-    from admbjax import _fit, _objective
+    from admbjax import _fit, _options
 
-    spec = _objective.Spec.of(model, "REML")
-    return (_fit.FitSpec(spec, model.report, model.ranef, 1e-6, 100, closed_form=model.closed_form), None,
+    fs = _fit.FitSpec.of(model, "REML", _options.Options(gtol=1e-6))
+    spec = fs.spec
+    return (fs, None,
             _fit._shapes((spec.x0(model), spec.initial_mode(model, grouped.shape[0]), grouped.tree())))
 
 

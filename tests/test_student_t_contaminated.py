@@ -20,7 +20,7 @@ import pytest
 from scipy import stats
 
 import admbjax
-from admbjax import _formula, _laplace, _objective
+from admbjax import _engine, _formula, _laplace
 from admbjax._families import STUDENT_T, log_gamma_ratio_half
 from conftest import REFERENCE, reference
 
@@ -60,7 +60,7 @@ def _marginals(spec, x, ours, theirs, data):
     theta, beta = spec.layout.theta_of(x), (None if spec.reml else spec.layout.beta_of(x))
 
     def one(mode, search):
-        lap, _ = _objective.marginal(spec, x, mode, data, search=search)
+        lap, _ = _engine.marginal(spec, x, mode, data, search=search)
         return lap.nll, jnp.sum(_laplace.values(spec.nll, theta, beta, lap.mode, data))
 
     return one(ours, True), one(theirs, False)
@@ -75,7 +75,7 @@ def _laplace_at_glmmtmb(k, method, best):
     L = np.linalg.cholesky(np.array(best["G"]["cov"]))
     u = np.linalg.solve(L, np.array(best["ranef"]["values"]).T).T
     beta = np.array(list(best["fixef"].values())) if method == "REML" else np.zeros(0)
-    (ours, f_ours), (theirs, f_theirs) = _marginals(spec, x, obj._mode0(), _laplace.Mode(jnp.asarray(beta), jnp.asarray(u)), data)
+    (ours, f_ours), (theirs, f_theirs) = _marginals(spec, x, spec.initial_mode(model, grouped.shape[0]), _laplace.Mode(jnp.asarray(beta), jnp.asarray(u)), data)
     return -float(ours), -float(theirs), float(f_ours - f_theirs)
 
 
