@@ -34,7 +34,7 @@ def test_lbfgs_reaches_newtons_optimum_in_closed_form_and_in_the_engine(sleepstu
 
 
 def test_the_default_is_chosen_by_outer_dimension():
-    from admbjax import _engine, _options
+    from admbjax import _engine, _objective, _options
     model, _ = load_model("sleepstudy_lmm").build()
     spec = _engine.Engine.of(model, "ML", _options.Options())
     small = _optimise.default_optimiser(spec, batched=False, k=_optimise.LBFGS_MIN_OUTER - 1)
@@ -43,6 +43,10 @@ def test_the_default_is_chosen_by_outer_dimension():
     assert isinstance(large, admbjax.LBFGS)
     batch = _optimise.default_optimiser(spec, batched=True, k=10 * _optimise.LBFGS_MIN_OUTER)
     assert isinstance(batch, admbjax.Newton) and not batch.quasi_newton and not batch.modify
+    fast, _, _ = admbjax.formula_model("Reaction ~ Days + (Days | Subject)", "sleepstudy")
+    closed = _objective.objective_spec(fast, "ML", _options.Options())
+    assert closed.closed_form        # a cheap Hessian: Newton's method whatever the dimension
+    assert isinstance(_optimise.default_optimiser(closed, batched=False, k=10 * _optimise.LBFGS_MIN_OUTER), admbjax.Newton)
 
 
 def test_optimisers_are_objects_not_strings():
