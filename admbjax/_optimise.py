@@ -293,6 +293,11 @@ class Newton:
     modify: bool | None = None
     relength: bool | None = None
 
+    @property
+    def name(self) -> str:
+        """How the summary names it."""
+        return "damped Newton" + (" (BFGS between Hessians)" if self.quasi_newton else "")
+
     def for_objective(self, spec, batched: bool) -> "Newton":
         """This optimiser with its unset fields chosen for ``spec`` (``_engine.Engine``)."""
         chosen = {"quasi_newton": spec.costly_hessian and not batched,
@@ -347,6 +352,11 @@ class LBFGS:
     memory: int = 10
     max_steps: int = 1000
     polish: Newton = Newton(quasi_newton=True)
+
+    @property
+    def name(self) -> str:
+        """How the summary names it (the iterations it reports are the Newton polish's)."""
+        return f"L-BFGS, then {self.polish.name}"
 
     def for_objective(self, spec, batched: bool) -> "LBFGS":
         if batched:

@@ -107,7 +107,8 @@ def summary(res) -> str:
         lines.append(f"Formula: {res.formula}")
     lines += [""] + _criterion_lines(res) + [""] + _residual_lines(res) + _random_lines(res) + [""]
     lines += _fixed_lines(res) + _correlation_lines(res)
-    lines += ["", f"Optimizer: damped Newton, {res.iterations} iterations, max|grad| = {res.max_abs_grad:.2g}; "
+    optimiser = res.extra.get("optimiser", "damped Newton")
+    lines += ["", f"Optimizer: {optimiser}, {res.iterations} iterations, max|grad| = {res.max_abs_grad:.2g}; "
                   f"compile {res.time_compile:.2f} s, fit {res.time_fit:.3f} s"]
     lines += list(res.messages)
     return "\n".join(lines)

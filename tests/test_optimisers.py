@@ -31,6 +31,8 @@ def test_lbfgs_reaches_newtons_optimum_in_closed_form_and_in_the_engine(sleepstu
     _same_fit(lbfgs, newton)
     np.testing.assert_allclose(lbfgs.x, newton.x, rtol=1e-6, atol=1e-8)      # canonical signs (Model.signs)
     assert lbfgs.criterion == pytest.approx(engine.criterion, rel=1e-11)
+    assert "Optimizer: L-BFGS, then damped Newton" in lbfgs.summary()       # the summary says which ran
+    assert "L-BFGS" not in newton.summary() and "Optimizer: damped Newton," in newton.summary()
 
 
 def test_the_default_is_chosen_by_outer_dimension():
