@@ -44,8 +44,10 @@ class Engine:
     - ``start(x0, data)``: where the optimiser starts (traced);
     - ``vgh(x, warm, data, need_hessian, length, search) -> (f, g, H, aux)``: the value, the
       exact gradient and the Hessian at ``x``, the inner problem warm-started at ``warm``;
-    - ``warm_of(aux)``, ``placeholder(x0, warm0)``: the warm inner state after an evaluation,
-      and zeros shaped like ``aux``;
+    - ``initial_warm(mode0)``, ``warm_of(aux)``, ``placeholder(x0, warm0)``: the warm inner
+      state before the first evaluation and after one, and zeros shaped like ``aux``;
+    - ``value(x, warm, data)``, ``mode(x, warm, data)``: the nll and the inner mode alone
+      (the public ``Objective``'s calls);
     - ``state(x, aux, last_aux, data)``: ``(Laplace, InnerInfo, d beta / dx)`` at the
       optimum ``x`` and at the last point tried (for messages about a start that fails);
     - ``costly_hessian``, ``modify_steps``, ``relength``, ``closed_form``: what the optimiser

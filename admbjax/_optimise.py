@@ -4,7 +4,7 @@ and L-BFGS for many outer parameters (:class:`LBFGS`, ending in a Newton polish)
 The outer parameters are few (variance parameters, plus ``beta`` for ML), so a damped Newton
 method converges in a handful of iterations to machine precision, and needs the Hessian
 anyway for standard errors. Where a Hessian costs ``2k + 1`` gradients (the Laplace engine's
-finite differences, ``_objective.value_grad_hessian``), single fits update it by BFGS
+finite differences, ``_engine.value_grad_hessian``), single fits update it by BFGS
 between evaluations, which they make at the start, after steps that failed or fell short of
 their quadratic model (:data:`POOR_STEPS`), and at the optimum. A step solves
 ``(H + lam I) d = -g``; it is accepted when the nll decreases, and
