@@ -28,7 +28,7 @@ from ._data import GroupedData
 from ._engine import Engine
 from ._inference import Inference, infer
 from ._model import Model
-from ._objective import make_objective, objective_spec
+from ._objective import objective_of, objective_spec
 from ._options import Options
 from ._scope import scoped
 
@@ -156,7 +156,9 @@ def compiled(fs: FitSpec, args, transform=None, disk: bool = True):
     exe = _cache.load_executable(disk_key)
     if exe is None:
         program = (lambda *a: fit_program(fs, *a)) if transform is None else transform(fs)
-        with _cache.jax_cache(), _cache.jax_cache_off(disk_key is not None and _cache.cache_dir() is not None):
+        # a program admbjax's own store keeps is compiled with JAX's cache off; any other in JAX's
+        kept = disk_key is not None and _cache.cache_dir() is not None
+        with _cache.jax_cache_off(True) if kept else _cache.jax_cache():
             exe = _compile(jax.jit(program).lower(*args), args, transform)
         _cache.store_executable(disk_key, exe)
     else:
@@ -211,7 +213,7 @@ def fit(model: Model, data: GroupedData, method: str = "REML", **options):
     from ._results import make_result
 
     opts = Options.of("fit", **options)
-    objective = make_objective(model, data, method, **options)
+    objective = objective_of(model, data, method, opts)
     fs = FitSpec.for_spec(objective.spec, model, opts)
     args = (objective.spec.x0(model), objective.spec.initial_mode(model, data.shape[0]), data.tree())
     out, t_compile, t_fit = run(fs, args)

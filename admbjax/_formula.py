@@ -759,7 +759,6 @@ def _fit_with_fallback(model, grouped, method, options, family: Family | None = 
     of :data:`FALLBACK_AGQ` are tried in turn, each accepted only where the next agrees with it
     to :data:`FALLBACK_TOL` at its optimum; otherwise the result is not converged, and says so.
     """
-
     family = get_family(model.family) if family is None else family
     if "n_agq" in options or family.log_concave:
         return fit(model, grouped, method, **options)

@@ -257,7 +257,7 @@ def _lowest_per_subject(modes_u, f, converged):
 
 
 def search_subjects(nll, theta, beta, data, init_u, *, tol=1e-10, max_iter=100):
-    """``(u, converged)``: each subject's lowest inner mode with ``beta`` held fixed, among
+    """``(u, converged, iterations)``: each subject's lowest inner mode with ``beta`` held fixed, among
     those :func:`solve_mode` reaches from :func:`search_starts` (the warm start ``init_u``,
     ``u = 0`` and points around it)."""
     empty = jnp.zeros((0,), init_u.dtype)

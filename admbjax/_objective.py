@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _laplace
+from ._checks import check_model_on_data
 from ._data import GroupedData
 from ._engine import Engine
 from ._gaussian import ClosedForm
@@ -69,7 +70,9 @@ class Objective:
         return self.spec.layout.names(self.model.beta_names)
 
     def _args(self, x):
-        return jnp.asarray(x, dtype=jnp.float64), self.spec.initial_mode(self.model, self.data.shape[0]), self.data.tree()
+        """``(x, warm, data)``: each call starts the inner problem afresh."""
+        warm = self.spec.initial_warm(self.spec.initial_mode(self.model, self.data.shape[0]))
+        return jnp.asarray(x, dtype=jnp.float64), warm, self.data.tree()
 
     @property
     @scoped
@@ -101,13 +104,16 @@ _jit_vgh = jax.jit(lambda spec, x, m, d, h: spec.vgh(x, m, d, need_hessian=h)[:3
 _jit_mode = jax.jit(lambda spec, x, m, d: spec.mode(x, m, d), static_argnums=0)
 
 
+def objective_of(model: Model, data: GroupedData, method: str, options: Options) -> Objective:
+    """:func:`make_objective` from options already checked (``fit``'s)."""
+    spec = objective_spec(model, method, options)
+    check_model_on_data(model, data)
+    return Objective(model, data, spec)
+
+
 @scoped
 def make_objective(model: Model, data: GroupedData, method: str = "REML", **options) -> Objective:
     """The objective of ``model`` on ``data`` (lme4's devfun): what :func:`admbjax.fit`
     optimises, with the same options (``closed_form=False`` asks for the Laplace engine on
     a model that has a closed form)."""
-    from ._checks import check_model_on_data
-
-    spec = objective_spec(model, method, Options.of("make_objective", **options))
-    check_model_on_data(model, data)
-    return Objective(model, data, spec)
+    return objective_of(model, data, method, Options.of("make_objective", **options))

@@ -243,9 +243,9 @@ def record(method, family, formula, n_obs, n_groups, nll, beta_names, beta, se, 
 
 def random_record(group, names, G) -> dict:
     """The ``random`` entry of :func:`record`: the random effects' covariance ``G``."""
-    sd, corr = sd_corr(np.asarray(G, dtype=float))
-    return {"group": group, "names": list(names), "cov": np.asarray(G, dtype=float).tolist(), "sd": sd.tolist(),
-            "corr": corr.tolist()}
+    G = np.asarray(G, dtype=float)
+    sd, corr = sd_corr(G)
+    return {"group": group, "names": list(names), "cov": G.tolist(), "sd": sd.tolist(), "corr": corr.tolist()}
 
 
 #: Families whose fixed-effect SEs are by default conditional on the variance parameters:
