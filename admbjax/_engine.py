@@ -133,7 +133,14 @@ class Engine:
 
 
 def marginal(spec: Engine, x, mode_init: _laplace.Mode, data, n_steps: int = 2, search=True):
-    """Laplace marginal nll at ``x``, with the inner solve warm-started at ``mode_init``.
+    """Laplace marginal nll at ``x``, with the inner solve warm-started at ``mode_init``:
+    :func:`inner_mode`, then :func:`laplace_at` (differentiable in ``x``)."""
+    mode, info = inner_mode(spec, x, mode_init, data, search)
+    return laplace_at(spec, x, mode, data, n_steps), info
+
+
+def inner_mode(spec: Engine, x, mode_init: _laplace.Mode, data, search=True):
+    """``(Mode, InnerInfo)``: the inner mode at ``x`` (held constant: not differentiated).
 
     With ``spec.global_mode``, ``search`` (a traced bool) says whether to look for the
     global inner mode (:func:`_laplace.solve_global_mode`) or only to follow ``mode_init``
@@ -141,19 +148,23 @@ def marginal(spec: Engine, x, mode_init: _laplace.Mode, data, n_steps: int = 2, 
     away; every optimiser iterate searches). A followed mode is a smooth local solution
     until it nears a fold, where it vanishes and the Laplace nll dives to minus infinity;
     the search is made there whatever ``search`` says (:func:`_laplace.near_fold`).
+    Solved outside the derivatives' trace (callers differentiate :func:`laplace_at` only),
+    which keeps the solver out of the linearisation: programs trace and compile faster.
     """
-    beta_outer = None if spec.reml else spec.layout.beta_of(x)
     xs = jax.lax.stop_gradient(x)
-    theta_s = spec.layout.theta_of(xs)
-    beta_s = None if spec.reml else spec.layout.beta_of(xs)
+    theta = spec.layout.theta_of(xs)
+    beta = None if spec.reml else spec.layout.beta_of(xs)
     kw = dict(tol=spec.inner_tol, max_iter=spec.inner_max_iter)
     if spec.global_mode:
-        mode, info = _laplace.solve_global_mode(spec.nll, theta_s, beta_s, data, mode_init, search, **kw)
-    else:
-        mode, info = _laplace.solve_mode(spec.nll, theta_s, beta_s, data, mode_init, **kw)
-    lap = _laplace.laplace(spec.nll, spec.layout.theta_of(x), beta_outer, data, mode, n_steps=n_steps,
-                           n_agq=spec.n_agq)
-    return lap, info
+        return _laplace.solve_global_mode(spec.nll, theta, beta, data, mode_init, search, **kw)
+    return _laplace.solve_mode(spec.nll, theta, beta, data, mode_init, **kw)
+
+
+def laplace_at(spec: Engine, x, mode: _laplace.Mode, data, n_steps: int = 2) -> _laplace.Laplace:
+    """The Laplace marginal nll at ``x`` from the converged inner ``mode`` (``_laplace.laplace``)."""
+    beta_outer = None if spec.reml else spec.layout.beta_of(x)
+    return _laplace.laplace(spec.nll, spec.layout.theta_of(x), beta_outer, data, mode, n_steps=n_steps,
+                            n_agq=spec.n_agq)
 
 
 def value_grad_hessian(spec: Engine, x, mode_init, data, need_hessian=True, length=None, search=True):
@@ -192,9 +203,9 @@ def value_grad_hessian(spec: Engine, x, mode_init, data, need_hessian=True, leng
 
 
 def _value_and_grad(spec, x, mode_init, data, search=True):
-    (f, aux), g = jax.value_and_grad(
-        lambda x: _value_with_aux(spec, x, mode_init, data, n_steps=1, search=search), has_aux=True)(x)
-    return f, g, aux
+    mode, info = inner_mode(spec, x, mode_init, data, search)
+    (f, lap), g = jax.value_and_grad(lambda x: _nll_with_aux(spec, x, mode, data, n_steps=1), has_aux=True)(x)
+    return f, g, (lap, info)
 
 
 def _fd_value_grad_hessian(spec, x, mode_init, data, length=None, search=True, need_hessian=True):
@@ -248,15 +259,17 @@ def central_differences(values, steps):
 
 
 def _exact_value_grad_hessian(spec, x, mode_init, data):
-    def grad_with_aux(x):
-        g, aux = jax.grad(lambda x: _value_with_aux(spec, x, mode_init, data), has_aux=True)(x)
-        return g, (g, aux)
+    mode, info = inner_mode(spec, x, mode_init, data)
 
-    h, (g, (lap, info)) = jax.jacfwd(grad_with_aux, has_aux=True)(x)
-    dbeta = jax.jacfwd(lambda x: marginal(spec, x, lap.mode, data, n_steps=1)[0].mode.beta)(x)
+    def grad_with_aux(x):
+        g, lap = jax.grad(lambda x: _nll_with_aux(spec, x, mode, data), has_aux=True)(x)
+        return g, (g, lap)
+
+    h, (g, lap) = jax.jacfwd(grad_with_aux, has_aux=True)(x)
+    dbeta = jax.jacfwd(lambda x: laplace_at(spec, x, lap.mode, data, n_steps=1).mode.beta)(x)
     return lap.nll, g, 0.5 * (h + h.T), lap, info, dbeta
 
 
-def _value_with_aux(spec, x, mode_init, data, n_steps=2, search=True):
-    lap, info = marginal(spec, x, mode_init, data, n_steps=n_steps, search=search)
-    return lap.nll, (lap, info)
+def _nll_with_aux(spec, x, mode, data, n_steps=2):
+    lap = laplace_at(spec, x, mode, data, n_steps)
+    return lap.nll, lap

@@ -89,8 +89,13 @@ def blocks(nll, theta, beta_outer, z: Mode, data) -> Blocks:
             beta = w[:p_int] if p_int else beta_outer
             return subject_nll(nll, theta, beta, w[p_int:], d)
 
-        w = jnp.concatenate([z.beta, u])
-        return f(w), jax.grad(f)(w), jax.hessian(f)(w)
+        def grad_aux(w):     # the gradient, with the value and the gradient as aux
+            f_w, g_w = jax.value_and_grad(f)(w)
+            return g_w, (f_w, g_w)
+
+        # one forward-over-reverse pass gives all three (the value and gradient are its primal)
+        h_w, (f_w, g_w) = jax.jacfwd(grad_aux, has_aux=True)(jnp.concatenate([z.beta, u]))
+        return f_w, g_w, h_w
 
     f, g, h = jax.vmap(one)(z.u, _per_subject(data))
     return Blocks(
