@@ -127,6 +127,9 @@ def fit_batch(models, datas, method: str = "REML", *, chunk_size: int = 512, pro
     if len(models) != len(datas) or not datas:
         raise ValueError(f"`models` ({len(models)}) and `datas` ({len(datas)}) must be non-empty and match")
     _check_same_structure(models)
+    if models[0].n_global:
+        raise ValueError(f"`models` have {models[0].n_global} global random effects: fit_batch does not take "
+                         "models with global (crossed) random effects yet; fit each dataset with admbjax.fit")
     return fit_lanes(ListLanes(models, datas), np.arange(len(datas)), method, chunk_size=chunk_size,
                      progress=progress, **options)
 

@@ -173,7 +173,8 @@ class SharedLanes:
         levels, width = self.kept[idx], self.split.width
         beta = self.beta0[idx]
         x0 = spec.layout.flat_lanes(self._theta(idx), beta)
-        mode0 = Mode(beta if spec.reml else np.zeros((len(idx), 0)), np.zeros((len(idx), width, spec.n_random)))
+        mode0 = Mode(beta if spec.reml else np.zeros((len(idx), 0)), np.zeros((len(idx), width, spec.n_random)),
+                     np.zeros((len(idx), 0)))
         real = (np.arange(width) < self.n_subjects[idx][:, None]).astype(float)
         data = {"arrays": {k: v[levels][:, :, None] for k, v in self.stats.items()},
                 "mask": real[:, :, None], "subject_mask": real}

@@ -7,7 +7,7 @@ reach a size bucket) have ``subject_mask`` zero and contribute nothing to any li
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -29,6 +29,12 @@ class GroupedData:
       rows: ``[n_subjects, n_max]`` row of the input each entry came from, -1 for padding.
       observations: the number of observations the rows stand for, when a row summarises
         several (sufficient statistics); ``None``: one observation per row.
+      index: name -> int32 ``[n_subjects, n_max]``, for each row the subject's *local slot*
+        of the global random effect it indexes (``group_data``'s ``global_index``); padded
+        rows point at slot 0.
+      local: int32 ``[n_subjects, L]``, the global random effect (0-based, into ``v``) held
+        in each local slot, -1 for an unused slot; ``L`` is the most any subject touches.
+      n_global: the number of global random effects ``v`` the indices point into.
     """
 
     arrays: Mapping[str, np.ndarray]
@@ -37,6 +43,9 @@ class GroupedData:
     ids: tuple
     rows: np.ndarray
     observations: int | None = None
+    index: Mapping[str, np.ndarray] = field(default_factory=dict)
+    local: np.ndarray | None = None
+    n_global: int = 0
 
     @property
     def n_subjects(self) -> int:
@@ -54,8 +63,12 @@ class GroupedData:
         return self.mask.shape
 
     def tree(self) -> dict[str, Any]:
-        """The arrays the compiled objective consumes: a pytree of numpy arrays."""
-        return {"arrays": dict(self.arrays), "mask": self.mask, "subject_mask": self.subject_mask}
+        """The arrays the compiled objective consumes: a pytree of numpy arrays (with
+        ``"index"`` and ``"local"`` where the data index global random effects)."""
+        tree = {"arrays": dict(self.arrays), "mask": self.mask, "subject_mask": self.subject_mask}
+        if self.local is not None:
+            tree.update(index=dict(self.index), local=self.local)
+        return tree
 
     def padded(self, n_subjects: int | None = None, n_max: int | None = None) -> "GroupedData":
         """The same data padded further, to ``n_subjects`` subjects of ``n_max`` rows.
@@ -81,6 +94,8 @@ class GroupedData:
             mask=pad(self.mask),
             subject_mask=np.pad(self.subject_mask, (0, n1 - n0)),
             rows=pad(self.rows, -1),
+            index={k: pad(v, 0) for k, v in self.index.items()},
+            local=None if self.local is None else np.pad(self.local, [(0, n1 - n0), (0, 0)], constant_values=-1),
         )
 
 
@@ -135,8 +150,50 @@ def _mixed(g: np.ndarray) -> bool:
     return len({type(x) for x in g.tolist()}) > 1
 
 
+def _global_codes(global_index, n_rows: int, n_global: int | None, names) -> tuple[dict, int]:
+    """``(name -> int64 codes per row, n_global)``, checked: integers in ``[0, n_global)``."""
+    if not isinstance(global_index, Mapping) or not global_index:
+        raise TypeError("`global_index` must be a non-empty mapping of name -> per-observation index into v")
+    clash = [k for k in global_index if k in names or k in RESERVED]
+    if clash:
+        raise ValueError(f"`global_index` names {clash} are also in `arrays` (or reserved): give them other names")
+    codes = {}
+    for k, v in global_index.items():
+        a = np.asarray(v)
+        if a.shape != (n_rows,):
+            raise ValueError(f"`global_index[{k!r}]` has shape {a.shape}; expected one index per observation ({n_rows})")
+        as_float = np.asarray(a, dtype=np.float64) if a.dtype.kind in "biuf" else None
+        bad = np.ones(n_rows, bool) if as_float is None else ~(np.isfinite(as_float) & (as_float == np.round(as_float)))
+        if bad.any():
+            raise ValueError(f"`global_index[{k!r}]` must hold integers (0-based indices into v); rows (0-based) "
+                             f"{_list(np.flatnonzero(bad))} do not")
+        codes[k] = as_float.astype(np.int64)
+    top = max(int(c.max()) for c in codes.values()) + 1
+    n_global = top if n_global is None else int(n_global)
+    for k, c in codes.items():
+        out = np.flatnonzero((c < 0) | (c >= n_global))
+        if len(out):
+            raise ValueError(f"`global_index[{k!r}]` is outside [0, n_global = {n_global}) in rows (0-based) {_list(out)}")
+    return codes, n_global
+
+
+def _local_slots(codes: dict, subject: np.ndarray, n_sub: int, n_global: int):
+    """``(name -> local slot per row, local [n_sub, L])``: each subject's distinct global
+    effects, sorted, numbered 0..L_i - 1."""
+    keys = subject[:, None] * n_global + np.stack(list(codes.values()), axis=1)     # [rows, r]
+    uniq = np.unique(keys)
+    subj, glob = uniq // n_global, uniq % n_global
+    counts = np.bincount(subj, minlength=n_sub)
+    slot = np.arange(len(uniq)) - np.concatenate([[0], np.cumsum(counts)[:-1]])[subj]
+    local = np.full((n_sub, int(counts.max())), -1, dtype=np.int32)
+    local[subj, slot] = glob
+    row_slot = slot[np.searchsorted(uniq, keys)]
+    return {k: row_slot[:, j] for j, k in enumerate(codes)}, local
+
+
 @scoped
-def group_data(arrays: Mapping[str, Any], groups, *, levels=None, observations: int | None = None) -> GroupedData:
+def group_data(arrays: Mapping[str, Any], groups, *, levels=None, observations: int | None = None,
+               global_index: Mapping[str, Any] | None = None, n_global: int | None = None) -> GroupedData:
     """Pack per-observation arrays into per-subject padded arrays.
 
     Args:
@@ -147,6 +204,12 @@ def group_data(arrays: Mapping[str, Any], groups, *, levels=None, observations: 
         a level without observations is an error.
       observations: how many observations the rows stand for, if not one each (rows of
         per-subject sufficient statistics).
+      global_index: optional name -> integer array, for each observation the 0-based index
+        into the model's global random effects ``v`` (shared by subjects: crossed factors such
+        as items or sites). The subject's nll receives the subject's own slice of ``v`` and
+        ``data[name]`` indexing into it, so that ``v[data[name]]`` is each row's effect, as if
+        ``v`` were whole (a subject's derivatives touch only the effects in its rows).
+      n_global: the length of ``v`` (default: the largest index plus one).
 
     Returns:
       A :class:`GroupedData`, subjects sorted by id (or in the order of ``levels``), rows
@@ -175,9 +238,15 @@ def group_data(arrays: Mapping[str, Any], groups, *, levels=None, observations: 
     rows = np.full((n_sub, n_max), -1, dtype=np.int64)
     rows[codes[order], slot] = order
     mask = (rows >= 0).astype(np.float64)
-    packed = {}
-    for k, v in data.items():
-        out = np.zeros((n_sub, n_max) + v.shape[1:], dtype=np.float64)
+    def pack(v, dtype=np.float64):
+        out = np.zeros((n_sub, n_max) + v.shape[1:], dtype=dtype)
         out[codes[order], slot] = v[order]
-        packed[k] = out
-    return GroupedData(packed, mask, np.ones(n_sub), ids, rows, observations)
+        return out
+
+    packed = {k: pack(v) for k, v in data.items()}
+    if global_index is None:
+        return GroupedData(packed, mask, np.ones(n_sub), ids, rows, observations)
+    g_codes, m = _global_codes(global_index, n_rows, n_global, data)
+    row_slot, local = _local_slots(g_codes, codes, n_sub, m)
+    index = {k: pack(v, np.int32) for k, v in row_slot.items()}
+    return GroupedData(packed, mask, np.ones(n_sub), ids, rows, observations, index, local, m)

@@ -63,6 +63,7 @@ class Engine:
     hessian: str = "fd"
     n_agq: int = 1
     global_mode: bool = True
+    n_global: int = 0      # m, the global random effects v shared by subjects (in the inner problem)
 
     #: A Hessian costs 2k + 1 gradients: single fits update it by BFGS between evaluations.
     costly_hessian = True
@@ -80,12 +81,16 @@ class Engine:
         n_agq = options.n_agq
         if n_agq > 1 and reml:
             raise ValueError("adaptive Gauss-Hermite quadrature (`n_agq` > 1) is for ML fits; use method='ML'")
+        if n_agq > 1 and model.n_global:
+            raise ValueError("adaptive Gauss-Hermite quadrature (`n_agq` > 1) integrates per subject; this model "
+                             f"has {model.n_global} global random effects shared by subjects: use n_agq=1 (Laplace)")
         if n_agq > 1 and model.n_random > 2:
             raise ValueError(f"`n_agq` > 1 needs at most 2 random effects per subject (the grid has n_agq^q "
                              f"points); this model has {model.n_random}")
-        return cls(model.nll, ParamLayout.of(model, beta_in_x=not reml), int(model.n_random), reml,
+        nll = _laplace.WithGlobal(model.nll, model.global_nll) if model.n_global else model.nll
+        return cls(nll, ParamLayout.of(model, beta_in_x=not reml), int(model.n_random), reml,
                    options.inner_tol, int(options.inner_max_iter), options.hessian_for(cls.closed_form, batched),
-                   int(n_agq), bool(options.global_mode), **fields)
+                   int(n_agq), bool(options.global_mode), int(model.n_global), **fields)
 
     def params(self, x, mode: _laplace.Mode):
         """``(theta, beta)`` at outer ``x`` (REML: ``beta`` from the inner mode)."""
@@ -95,7 +100,7 @@ class Engine:
 
     def initial_mode(self, model: Model, n_subjects: int) -> _laplace.Mode:
         beta = np.asarray(model.beta) if self.reml else np.zeros((0,))
-        return _laplace.Mode(beta, np.zeros((n_subjects, self.n_random)))
+        return _laplace.Mode(beta, np.zeros((n_subjects, self.n_random)), np.zeros((self.n_global,)))
 
     def x0(self, model: Model) -> np.ndarray:
         return self.layout.flat(model.theta, model.beta)

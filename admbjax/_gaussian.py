@@ -129,14 +129,14 @@ def _laplace_state(lambda_of, spec, x, data):
     sigma = jnp.exp(spec.layout.theta_of(x)["log_sigma"])
     n, q = u.shape
     zeros = jnp.zeros_like
-    if spec.reml:     # the engine's Schur complement S = A / sigma^2; H_uu^{-1} H_ubeta
-        beta_int, chol_s, w = beta, chol_a / sigma, _linalg.solve_upper_t(chol, C) / sigma
+    if spec.reml:     # the engine's Schur complement S = A / sigma^2
+        beta_int, chol_s = beta, chol_a / sigma
     else:
-        beta_int, chol_s, w = beta[:0], jnp.zeros((0, 0), u.dtype), jnp.zeros((n, q, 0), u.dtype)
-    mode = _laplace.Mode(beta_int, u)
+        beta_int, chol_s = beta[:0], jnp.zeros((0, 0), u.dtype)
+    mode = _laplace.Mode(beta_int, u, u[0, :0])
     logdet = jnp.sum(_linalg.logdet_from_cholesky(chol)) + _linalg.logdet_from_cholesky(chol_s)
-    step = _laplace.Step(_laplace.Mode(zeros(beta_int), zeros(u)), ok, jnp.zeros((n,), u.dtype), logdet,
-                         chol, chol_s, w)
+    step = _laplace.Step(_laplace.Mode(zeros(beta_int), zeros(u), u[0, :0]), ok, jnp.zeros((n,), u.dtype), logdet,
+                         chol, chol_s)
     return _laplace.Laplace(nll, mode, ok, step), _laplace.InnerInfo(ok, jnp.zeros((), jnp.int32))
 
 
@@ -303,4 +303,4 @@ class ClosedForm(Engine):
 
     def mode(self, x, warm, data) -> _laplace.Mode:
         _, (beta, u, *_) = marginal(self.lambda_of, self, x, data)
-        return _laplace.Mode(beta if self.reml else beta[:0], u)
+        return _laplace.Mode(beta if self.reml else beta[:0], u, u[0, :0])

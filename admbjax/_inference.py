@@ -37,6 +37,7 @@ class Inference(NamedTuple):
     u: jax.Array            # [N, q] conditional modes of the spherical random effects
     b: jax.Array            # [N, q] random effects on the reporting scale
     b_sd: jax.Array         # [N, q] conditional standard deviations of b
+    v: jax.Array            # [m] conditional modes of the global random effects (spherical scale)
 
 
 def _inverse(chol, ok, k):
@@ -52,9 +53,10 @@ def outer_covariance(h):
 
 def beta_covariance(spec, h, lap: Laplace):
     """Covariance of ``beta`` conditional on the variance parameters (lme4's ``vcov``)."""
-    if spec.reml:
-        p = lap.mode.beta.shape[0]
-        return _inverse(lap.step.chol_s, jnp.all(lap.ok), p)
+    if spec.reml:     # the beta block of S^{-1} (S: the border's Schur complement, beta first)
+        p, size = lap.mode.beta.shape[0], lap.step.chol_s.shape[0]
+        inv = _linalg.cho_solve(lap.step.chol_s, jnp.eye(size, p, dtype=lap.step.chol_s.dtype))[:p]
+        return jnp.where(jnp.all(lap.ok), inv, jnp.nan)
     n_theta = spec.layout.n_theta
     h_bb = h[n_theta:, n_theta:]
     chol, ok = _linalg.cholesky(h_bb)
@@ -98,4 +100,4 @@ def infer(spec, report_fn, ranef_fn, x, h, lap: Laplace, dbeta_dx) -> Inference:
     b = jax.vmap(to_b)(u)
     jb = jax.vmap(jax.jacfwd(to_b))(u)
     b_var = jnp.einsum("nij,njk,nik->ni", jb, u_cov, jb)
-    return Inference(x_cov, pd, beta, beta_cov, beta_cov_full, report, report_se, u, b, jnp.sqrt(b_var))
+    return Inference(x_cov, pd, beta, beta_cov, beta_cov_full, report, report_se, u, b, jnp.sqrt(b_var), lap.mode.v)

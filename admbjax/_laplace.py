@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -36,21 +37,31 @@ LOG_2PI = math.log(2.0 * math.pi)
 
 
 class Mode(NamedTuple):
-    """Inner variables: ``beta`` (``[p]`` for REML, ``[0]`` for ML) and ``u`` (``[N, q]``)."""
+    """Inner variables: ``beta`` (``[p]`` for REML, ``[0]`` for ML), ``u`` (``[N, q]``) and the
+    global random effects ``v`` (``[m]``; ``[0]`` in a model without them)."""
 
     beta: jax.Array
     u: jax.Array
+    v: jax.Array
 
 
 class Blocks(NamedTuple):
-    """Value, gradient and arrowhead Hessian blocks of the joint nll at one ``z``."""
+    """Value, gradient and arrowhead Hessian blocks of the joint nll at one ``z``.
 
-    f: jax.Array        # [N] per-subject nll
+    The border of the arrowhead is ``(beta, v)``: REML's ``beta``, then the global effects
+    integrated with it, ``P`` entries in all. Subject ``i`` touches ``P_L`` of them, its
+    local border ``(beta, v[local_i])``; ``index`` gives their positions in the border
+    (``P`` and above: an unused local slot). Without global effects the local border is the
+    border (``index`` is None) and the sums over subjects are plain sums.
+    """
+
+    f: jax.Array        # [N] per-subject nll (the prior of v is not in it)
     g_u: jax.Array      # [N, q]
-    g_beta: jax.Array   # [p], summed over subjects
+    g_beta: jax.Array   # [P] border gradient, summed over subjects, the prior of v included
     h_uu: jax.Array     # [N, q, q]
-    h_ubeta: jax.Array  # [N, q, p]
-    h_bb: jax.Array     # [p, p], summed over subjects
+    h_ubeta: jax.Array  # [N, q, P_L] couplings of each subject to its local border
+    h_bb: jax.Array     # [P, P] border block, summed over subjects, the prior of v included
+    index: jax.Array | None  # [N, P_L] border position of each local entry; None without v
 
 
 class InnerInfo(NamedTuple):
@@ -60,52 +71,123 @@ class InnerInfo(NamedTuple):
     iterations: jax.Array  # [] int
 
 
-def subject_nll(nll, theta, beta, u, data_i):
+@dataclass(frozen=True)
+class WithGlobal:
+    """A user's per-subject nll ``nll(theta, beta, u, data, v)`` whose subjects share global
+    random effects ``v``, with their prior ``global_nll(theta, v)`` (``-log`` density of all
+    of ``v``, added once, not per subject). The subject's ``v`` is its local slice
+    (``_data.group_data``'s ``global_index``)."""
+
+    nll: Callable
+    global_nll: Callable
+
+    def __call__(self, theta, beta, u, data, v):
+        return self.nll(theta, beta, u, data, v)
+
+
+def prior_nll(nll, theta, v):
+    """The prior ``-log`` density of the global effects ``v`` (0 without them)."""
+    return nll.global_nll(theta, v) if v.shape[0] else jnp.zeros((), v.dtype)
+
+
+def subject_nll(nll, theta, beta, u, v_local, data_i):
     """One subject's nll; a padded subject contributes ``u'u / 2`` (mode 0, Hessian I)."""
-    d = dict(data_i["arrays"], mask=data_i["mask"])
+    d = dict(data_i["arrays"], mask=data_i["mask"], **data_i.get("index", {}))
     s = data_i["subject_mask"]
-    return s * nll(theta, beta, u, d) + (1.0 - s) * 0.5 * jnp.dot(u, u)
+    f = nll(theta, beta, u, d, v_local) if v_local.shape[0] else nll(theta, beta, u, d)
+    return s * f + (1.0 - s) * 0.5 * jnp.dot(u, u)
 
 
 def _per_subject(data):
-    return {"arrays": data["arrays"], "mask": data["mask"], "subject_mask": data["subject_mask"]}
+    return {k: data[k] for k in ("arrays", "mask", "subject_mask", "index", "local") if k in data}
+
+
+def local_v(v, d):
+    """A subject's local slice of ``v`` (``[L]``; 0 in unused slots), or ``v`` (empty)."""
+    if not v.shape[0]:
+        return v
+    local = d["local"]
+    return jnp.take(v, jnp.where(local >= 0, local, v.shape[0]), mode="fill", fill_value=0.0)
+
+
+def border_index(local, n_beta: int, m: int):
+    """``[N, n_beta + L]``: the border position of each subject's local border entries
+    (``beta``'s, then its global effects'); unused slots get ``n_beta + m`` (dropped)."""
+    n = local.shape[0]
+    beta_part = jnp.broadcast_to(jnp.arange(n_beta, dtype=local.dtype), (n, n_beta))
+    return jnp.concatenate([beta_part, jnp.where(local >= 0, n_beta + local, n_beta + m)], axis=1)
+
+
+def border_sum(vals, index, size: int):
+    """``sum_i P_i' vals_i`` (``[size]``): the subjects' local border vectors added into the border."""
+    return jnp.zeros((size,), vals.dtype).at[index].add(vals, mode="drop")
+
+
+def border_sum2(vals, index, size: int):
+    """``sum_i P_i' vals_i P_i`` (``[size, size]``) for local border matrices ``vals`` (``[N, L, L]``)."""
+    return jnp.zeros((size, size), vals.dtype).at[index[:, :, None], index[:, None, :]].add(vals, mode="drop")
+
+
+def border_gather(vec, index):
+    """``P_i vec`` (``[N, L]``): each subject's local view of the border vector ``vec``."""
+    return jnp.take(vec, index, mode="fill", fill_value=0.0)
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def values(nll, theta, beta_outer, z: Mode, data):
-    """Per-subject nll ``[N]`` at ``z``."""
+    """Per-subject nll ``[N]`` at ``z`` (the prior of ``v``: :func:`prior_nll`)."""
     beta = z.beta if z.beta.shape[0] else beta_outer
-    f = lambda u, d: subject_nll(nll, theta, beta, u, d)
+    f = lambda u, d: subject_nll(nll, theta, beta, u, local_v(z.v, d), d)
     return jax.vmap(f)(z.u, _per_subject(data))
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def blocks(nll, theta, beta_outer, z: Mode, data) -> Blocks:
-    """Gradient and arrowhead Hessian blocks at ``z`` (vmapped over subjects)."""
-    p_int = z.beta.shape[0]
+@functools.partial(jax.jit, static_argnums=0, static_argnames="border")
+def blocks(nll, theta, beta_outer, z: Mode, data, border: bool = True) -> Blocks:
+    """Gradient and arrowhead Hessian blocks at ``z`` (vmapped over subjects).
+
+    The derivatives are in ``u`` and in the border: ``z.beta`` (REML) and, with ``border``,
+    the global effects ``z.v``; without ``border`` these are held fixed (the subjects'
+    problems apart, as the global mode search solves them).
+    """
+    p_int, m = z.beta.shape[0], z.v.shape[0]
+    with_v = bool(m) and border
 
     def one(u, d):
+        v_loc = local_v(z.v, d)
+        n_v = v_loc.shape[0] if with_v else 0
+
         def f(w):
             beta = w[:p_int] if p_int else beta_outer
-            return subject_nll(nll, theta, beta, w[p_int:], d)
+            v = w[p_int:p_int + n_v] if with_v else v_loc
+            return subject_nll(nll, theta, beta, w[p_int + n_v:], v, d)
 
         def grad_aux(w):     # the gradient, with the value and the gradient as aux
             f_w, g_w = jax.value_and_grad(f)(w)
             return g_w, (f_w, g_w)
 
         # one forward-over-reverse pass gives all three (the value and gradient are its primal)
-        h_w, (f_w, g_w) = jax.jacfwd(grad_aux, has_aux=True)(jnp.concatenate([z.beta, u]))
+        w0 = jnp.concatenate([z.beta, v_loc, u] if with_v else [z.beta, u])
+        h_w, (f_w, g_w) = jax.jacfwd(grad_aux, has_aux=True)(w0)
         return f_w, g_w, h_w
 
     f, g, h = jax.vmap(one)(z.u, _per_subject(data))
-    return Blocks(
-        f=f,
-        g_u=g[:, p_int:],
-        g_beta=g[:, :p_int].sum(0),
-        h_uu=h[:, p_int:, p_int:],
-        h_ubeta=h[:, p_int:, :p_int],
-        h_bb=h[:, :p_int, :p_int].sum(0),
-    )
+    b = g.shape[1] - z.u.shape[1]
+    g_b, h_b = g[:, :b], h[:, :b, :b]
+    if not with_v:
+        index, g_b, h_b = None, g_b.sum(0), h_b.sum(0)
+    else:
+        size = p_int + m
+        index = border_index(data["local"], p_int, m)
+        g_prior, h_prior = _prior_derivatives(nll, theta, z.v)
+        g_b = border_sum(g_b, index, size) + jnp.concatenate([jnp.zeros((p_int,), g.dtype), g_prior])
+        h_b = border_sum2(h_b, index, size) + jnp.pad(h_prior, ((p_int, 0), (p_int, 0)))
+    return Blocks(f=f, g_u=g[:, b:], g_beta=g_b, h_uu=h[:, b:, b:], h_ubeta=h[:, b:, :b], h_bb=h_b, index=index)
+
+
+def _prior_derivatives(nll, theta, v):
+    """Gradient ``[m]`` and Hessian ``[m, m]`` of the prior of ``v`` (:func:`prior_nll`)."""
+    grad = lambda v: jax.grad(lambda v: prior_nll(nll, theta, v))(v)
+    return grad(v), jax.jacfwd(grad)(v)
 
 
 class Step(NamedTuple):
@@ -113,43 +195,53 @@ class Step(NamedTuple):
 
     d: Mode
     ok: jax.Array          # [N] bool: every factorisation the subject needs succeeded
-    decrement: jax.Array   # [N] Newton decrement -g'd per subject (beta's share on subject 0)
+    decrement: jax.Array   # [N] Newton decrement -g'd per subject (the border's share on subject 0)
     logdet: jax.Array      # [] log det of the (damped) joint Hessian
     chol_uu: jax.Array     # [N, q, q]
-    chol_s: jax.Array      # [p, p]
-    w: jax.Array           # [N, q, p]  H_uu^{-1} H_ubeta
+    chol_s: jax.Array      # [P, P] the border's Schur complement S
 
 
-@jax.jit
-def newton_step(blk: Blocks, lam_u, lam_beta) -> Step:
+@functools.partial(jax.jit, static_argnames="n_beta")
+def newton_step(blk: Blocks, lam_u, lam_beta, n_beta: int = 0) -> Step:
     """Solve ``(H + lam I) d = -g`` through the Schur complement of the arrowhead ``H``.
 
-    ``lam_u`` (``[N]``) damps the subject blocks, ``lam_beta`` (scalar) the beta block.
+    ``lam_u`` (``[N]``) damps the subject blocks, ``lam_beta`` (scalar) the border. The
+    border's first ``n_beta`` entries are ``beta``'s, the rest ``v``'s. With global effects
+    the subjects' contributions to ``S`` and to its right-hand side are added at their
+    border positions (:func:`border_sum`); nothing over all subjects and the whole border
+    is formed.
     """
     n, q = blk.g_u.shape
-    p = blk.g_beta.shape[0]
+    size = blk.g_beta.shape[0]
     eye_q = jnp.eye(q, dtype=blk.h_uu.dtype)
     chol_uu, ok_u = _linalg.cholesky(blk.h_uu + lam_u[:, None, None] * eye_q)
     w_u = _linalg.cho_solve(chol_uu, blk.g_u)                         # A^{-1} g_u
     logdet_u = _linalg.logdet_from_cholesky(chol_uu)
-    if p == 0:
+    if size == 0:
         d_u = -w_u
         dec = -jnp.sum(blk.g_u * d_u, axis=1)
         empty = jnp.zeros((0,), blk.g_u.dtype)
-        return Step(Mode(empty, d_u), ok_u, dec, jnp.sum(logdet_u), chol_uu,
-                    jnp.zeros((0, 0), blk.g_u.dtype), jnp.zeros((n, q, 0), blk.g_u.dtype))
+        return Step(Mode(empty, d_u, empty), ok_u, dec, jnp.sum(logdet_u), chol_uu, jnp.zeros((0, 0), blk.g_u.dtype))
     w = _linalg.cho_solve(chol_uu, blk.h_ubeta)                        # A^{-1} C
-    s = blk.h_bb + lam_beta * jnp.eye(p, dtype=blk.h_bb.dtype) - jnp.einsum("nqp,nqr->pr", blk.h_ubeta, w)
+    if blk.index is None:
+        schur = jnp.einsum("nqp,nqr->pr", blk.h_ubeta, w)
+        rhs = blk.g_beta - jnp.einsum("nqp,nq->p", blk.h_ubeta, w_u)
+    else:
+        schur = border_sum2(jnp.einsum("nqp,nqr->npr", blk.h_ubeta, w), blk.index, size)
+        rhs = blk.g_beta - border_sum(jnp.einsum("nqp,nq->np", blk.h_ubeta, w_u), blk.index, size)
+    s = blk.h_bb + lam_beta * jnp.eye(size, dtype=blk.h_bb.dtype) - schur
     s = 0.5 * (s + s.T)
     chol_s, ok_s = _linalg.cholesky(s)
-    rhs = blk.g_beta - jnp.einsum("nqp,nq->p", blk.h_ubeta, w_u)
-    d_beta = -_linalg.cho_solve(chol_s, rhs)
-    d_u = -(w_u + jnp.einsum("nqp,p->nq", w, d_beta))
+    d_b = -_linalg.cho_solve(chol_s, rhs)
+    if blk.index is None:
+        d_u = -(w_u + jnp.einsum("nqp,p->nq", w, d_b))
+    else:
+        d_u = -(w_u + jnp.einsum("nqp,np->nq", w, border_gather(d_b, blk.index)))
     dec = -jnp.sum(blk.g_u * d_u, axis=1)
-    dec = _add_to_first(dec, -jnp.dot(blk.g_beta, d_beta))
+    dec = _add_to_first(dec, -jnp.dot(blk.g_beta, d_b))
     ok = ok_u & ok_s
     logdet = jnp.sum(logdet_u) + _linalg.logdet_from_cholesky(chol_s)
-    return Step(Mode(d_beta, d_u), ok, dec, logdet, chol_uu, chol_s, w)
+    return Step(Mode(d_b[:n_beta], d_u, d_b[n_beta:]), ok, dec, logdet, chol_uu, chol_s)
 
 
 def _add_to_first(v, a):
@@ -164,12 +256,12 @@ def _damping_floor(blk: Blocks):
 
 
 def _sq_norm(d: Mode):
-    """``[N]``: each subject's ``|d_u|^2`` (beta's share on subject 0)."""
-    return _add_to_first(jnp.sum(d.u ** 2, axis=1), jnp.sum(d.beta ** 2))
+    """``[N]``: each subject's ``|d_u|^2`` (the border's share on subject 0)."""
+    return _add_to_first(jnp.sum(d.u ** 2, axis=1), jnp.sum(d.beta ** 2) + jnp.sum(d.v ** 2))
 
 
-@functools.partial(jax.jit, static_argnames=("nll", "tol", "max_iter"))
-def solve_mode(nll, theta, beta_outer, data, init: Mode, *, tol=1e-10, max_iter=100):
+@functools.partial(jax.jit, static_argnames=("nll", "tol", "max_iter", "border"))
+def solve_mode(nll, theta, beta_outer, data, init: Mode, *, tol=1e-10, max_iter=100, border=True):
     """Inner modes by a damped (Levenberg-Marquardt) Newton method with guaranteed descent.
 
     A step solves ``(H + lam I) d = -g`` and is accepted only where every factorisation
@@ -179,30 +271,32 @@ def solve_mode(nll, theta, beta_outer, data, init: Mode, *, tol=1e-10, max_iter=
     (down to 0, undamped Newton), doubled where ``rho < 1/4``; a rejected step multiplies it
     by 10, and where ``H + lam I`` is not positive definite (far from a mode of a density
     that is not log-concave) it jumps to the Gershgorin bound that makes it so.
-    ML subjects are independent problems, each with its own damping and acceptance; for
-    REML the joint problem over ``(beta, u_1..u_N)`` is damped and accepted as a whole.
+    ML subjects are independent problems, each with its own damping and acceptance; with a
+    border (REML's ``beta``, global effects ``v`` with ``border``) the joint problem over
+    ``(beta, v, u_1..u_N)`` is damped and accepted as a whole, the prior of ``v`` included.
     Converged where the undamped Newton decrement ``g'H^{-1}g`` is at most ``tol`` (nll
     units; REML: ``tol`` times the subjects), whatever the damping of the step.
     Not differentiated: callers hold the result with ``stop_gradient``.
     """
-    n = init.u.shape[0]
-    joint = init.beta.shape[0] > 0
+    n, p_int = init.u.shape[0], init.beta.shape[0]
+    joint = p_int > 0 or (init.v.shape[0] > 0 and border)
     val = lambda z: values(nll, theta, beta_outer, z, data)
-    blk_of = lambda z: blocks(nll, theta, beta_outer, z, data)
+    blk_of = lambda z: blocks(nll, theta, beta_outer, z, data, border=border)
     lam0 = jnp.zeros((), init.u.dtype) if joint else jnp.zeros((n,), init.u.dtype)
     total = (lambda a: a.sum()) if joint else (lambda a: a)
+    prior = (lambda z: prior_nll(nll, theta, z.v)) if joint else (lambda z: 0.0)
 
     def body(state):
         z, lam, it, _ = state
         blk = blk_of(z)
         lam_u = jnp.broadcast_to(lam, (n,))
-        step = newton_step(blk, lam_u, lam if joint else 0.0)
-        undamped = newton_step(blk, jnp.zeros((n,), lam.dtype), 0.0)
-        z_new = jax.tree.map(jnp.add, z, step.d)
+        step = newton_step(blk, lam_u, lam if joint else 0.0, p_int)
+        undamped = newton_step(blk, jnp.zeros((n,), lam.dtype), 0.0, p_int)
+        z_new = jax.tree.map(jnp.add, z, step.d) if joint else z._replace(u=z.u + step.d.u)
         f_new = val(z_new)
         # a step may raise f by rounding only (1e-12 relative): at the mode rounding decides
         slack = lambda f: 1e-12 * (1.0 + jnp.abs(f))
-        f0, f1 = total(blk.f), total(f_new)
+        f0, f1 = total(blk.f) + prior(z), total(f_new) + prior(z_new)
         ok = jnp.all(step.ok) if joint else step.ok
         accept = ok & jnp.isfinite(f1) & (f1 <= f0 + slack(f0))
         done = (jnp.all(undamped.ok) & (undamped.decrement.sum() <= tol * n)) if joint \
@@ -210,7 +304,7 @@ def solve_mode(nll, theta, beta_outer, data, init: Mode, *, tol=1e-10, max_iter=
         if joint:
             z = jax.tree.map(lambda a, b: jnp.where(accept, a, b), z_new, z)
         else:
-            z = Mode(z.beta, jnp.where(accept[:, None], z_new.u, z.u))
+            z = z._replace(u=jnp.where(accept[:, None], z_new.u, z.u))
         pred = 0.5 * total(step.decrement + lam_u * _sq_norm(step.d))
         rho = (f0 - f1) / jnp.where(pred > 0, pred, 1.0)
         rho = jnp.where(pred > 100.0 * slack(f0), rho, 1.0)      # a decrease below rounding: at the mode
@@ -261,14 +355,15 @@ def _lowest_per_subject(modes_u, f, converged):
     return jnp.take_along_axis(modes_u, pick[None, :, None], axis=0)[0], pick
 
 
-def search_subjects(nll, theta, beta, data, init_u, *, tol=1e-10, max_iter=100):
-    """``(u, converged, iterations)``: each subject's lowest inner mode with ``beta`` held fixed, among
-    those :func:`solve_mode` reaches from :func:`search_starts` (the warm start ``init_u``,
-    ``u = 0`` and points around it)."""
+def search_subjects(nll, theta, beta, v, data, init_u, *, tol=1e-10, max_iter=100):
+    """``(u, converged, iterations)``: each subject's lowest inner mode with ``beta`` and the
+    global effects ``v`` held fixed, among those :func:`solve_mode` reaches from
+    :func:`search_starts` (the warm start ``init_u``, ``u = 0`` and points around it)."""
     empty = jnp.zeros((0,), init_u.dtype)
-    solve_u = lambda u0: solve_mode(nll, theta, beta, data, Mode(empty, u0), tol=tol, max_iter=max_iter)
+    solve_u = lambda u0: solve_mode(nll, theta, beta, data, Mode(empty, u0, v), tol=tol, max_iter=max_iter,
+                                    border=False)
     modes, infos = jax.vmap(solve_u)(search_starts(init_u))
-    f = jax.vmap(lambda u: values(nll, theta, beta, Mode(empty, u), data))(modes.u)      # [S, N]
+    f = jax.vmap(lambda u: values(nll, theta, beta, Mode(empty, u, v), data))(modes.u)      # [S, N]
     u, pick = _lowest_per_subject(modes.u, f, infos.converged)
     return u, jnp.take_along_axis(infos.converged, pick[None], axis=0)[0], jnp.max(infos.iterations)
 
@@ -287,35 +382,37 @@ def solve_global_mode(nll, theta, beta_outer, data, init: Mode, search, *, tol=1
     on contaminated sleepstudy data.
 
     ML picks per subject (:func:`search_subjects`). REML's joint problem couples the
-    subjects through ``beta``: the joint mode followed from ``init`` is one candidate; each
-    subject's lowest mode with ``beta`` held at that mode's is the start of a second joint
+    subjects through ``beta`` (and global effects ``v`` through ``v``): the joint mode
+    followed from ``init`` is one candidate; each subject's lowest mode with the border
+    held at that mode's is the start of a second joint
     solve, and the lower total nll wins (comparing only joint solves from a warm and a cold
     start kept a joint mode 8.8 higher than glmmTMB's). The two joint solves are two passes
     of one loop, so that the program holds one copy of the joint solver.
     """
     kw = dict(tol=tol, max_iter=max_iter)
-    if init.beta.shape[0] == 0:
+    if init.beta.shape[0] == 0 and init.v.shape[0] == 0:
         mode, info = solve_mode(nll, theta, beta_outer, data, init, **kw)
         go = search | near_fold(nll, theta, beta_outer, data, mode)
 
         def searched():
-            u, converged, iterations = search_subjects(nll, theta, beta_outer, data, mode.u, **kw)
-            return Mode(mode.beta, u), InnerInfo(converged, jnp.maximum(iterations, info.iterations))
+            u, converged, iterations = search_subjects(nll, theta, beta_outer, mode.v, data, mode.u, **kw)
+            return mode._replace(u=u), InnerInfo(converged, jnp.maximum(iterations, info.iterations))
 
         return jax.lax.cond(go, searched, lambda: (mode, info))
 
     def phase(carry):
         i, start, best, best_info, best_f, _ = carry
         mode, info = solve_mode(nll, theta, beta_outer, data, start, **kw)
-        f = jnp.sum(values(nll, theta, beta_outer, mode, data))
+        f = jnp.sum(values(nll, theta, beta_outer, mode, data)) + prior_nll(nll, theta, mode.v)
         converged = jnp.all(info.converged)
         pick = _lowest(jnp.stack([best_f, f]), jnp.stack([jnp.all(best_info.converged), converged])) == 1
         pick = pick | (i == 0)
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(pick, a, b), new, old)
         best, best_info, best_f = keep((mode, info, f), (best, best_info, best_f))
         go = (i == 0) & (search | near_fold(nll, theta, beta_outer, data, mode))
-        start = jax.lax.cond(go, lambda: Mode(mode.beta, search_subjects(nll, theta, mode.beta, data, mode.u,
-                                                                           **kw)[0]), lambda: mode)
+        beta = mode.beta if mode.beta.shape[0] else beta_outer
+        start = jax.lax.cond(go, lambda: mode._replace(u=search_subjects(nll, theta, beta, mode.v, data, mode.u,
+                                                                         **kw)[0]), lambda: mode)
         iterations = jnp.maximum(best_info.iterations, info.iterations)
         return i + 1, start, best, best_info._replace(iterations=iterations), best_f, go
 
@@ -338,8 +435,8 @@ def near_fold(nll, theta, beta_outer, data, z: Mode):
     move, one of them can merge with the saddle between them and vanish (a fold). Near a
     fold the mode's curvature goes to zero; far from one it stays near the prior's.
     """
-    beta = z.beta if z.beta.shape[0] else beta_outer      # H_uu alone: no derivatives in beta
-    h_uu = blocks(nll, theta, beta, Mode(z.beta[:0], z.u), data).h_uu
+    beta = z.beta if z.beta.shape[0] else beta_outer      # H_uu alone: no derivatives in the border
+    h_uu = blocks(nll, theta, beta, Mode(z.beta[:0], z.u, z.v), data, border=False).h_uu
     eye = jnp.eye(h_uu.shape[-1], dtype=h_uu.dtype)
     return ~jnp.all(_linalg.cholesky(h_uu - FOLD_CURVATURE * eye)[1])
 
@@ -410,7 +507,7 @@ def agq_nll(nll, theta, beta_outer, data, z: Mode, h_uu, n_points: int):
     beta = beta_outer
 
     def subject(u_hat, off, d):
-        f = jax.vmap(lambda o: subject_nll(nll, theta, beta, u_hat + o, d))(off)
+        f = jax.vmap(lambda o: subject_nll(nll, theta, beta, u_hat + o, z.v, d))(off)
         return -jax.scipy.special.logsumexp(log_w - f + 0.5 * jnp.sum(nodes**2, axis=1))
 
     lse = jax.vmap(subject)(z.u, offsets, _per_subject(data))
@@ -422,7 +519,9 @@ def agq_nll(nll, theta, beta_outer, data, z: Mode, h_uu, n_points: int):
 def laplace(nll, theta, beta_outer, data, mode0: Mode, *, n_steps: int = 2, n_agq: int = 1) -> Laplace:
     """Laplace approximation of the marginal nll, differentiable in ``theta``/``beta_outer``.
 
-        nll_LA = sum_i f_i(z_hat) + 1/2 log det H(z_hat) - (q N + p_int)/2 log(2 pi)
+        nll_LA = sum_i f_i(z_hat) + f_v(v_hat) + 1/2 log det H(z_hat) - (q N + p_int + m)/2 log(2 pi)
+
+    (``f_v``: the prior of the ``m`` global effects, :func:`prior_nll`).
 
     ``mode0`` must be the converged mode at the current parameters; ``n_steps`` Newton steps
     from ``stop_gradient(mode0)`` make the derivatives exact to order ``n_steps``.
@@ -434,7 +533,7 @@ def laplace(nll, theta, beta_outer, data, mode0: Mode, *, n_steps: int = 2, n_ag
 
     def newton(z, _):
         blk = blocks(nll, theta, beta_outer, z, data)
-        step = newton_step(blk, zero_n, 0.0)
+        step = newton_step(blk, zero_n, 0.0, z.beta.shape[0])
         return jax.tree.map(jnp.add, z, step.d), (z, blk, step)
 
     # n_steps + 1 passes through one traced body (smaller programs than unrolling): the
@@ -442,8 +541,8 @@ def laplace(nll, theta, beta_outer, data, mode0: Mode, *, n_steps: int = 2, n_ag
     _, (zs, blks, steps) = jax.lax.scan(newton, z, None, length=n_steps + 1)
     z, blk, step = jax.tree.map(lambda a: a[-1], (zs, blks, steps))
     n_real = jnp.sum(data["subject_mask"])
-    const = 0.5 * LOG_2PI * (q * n_real + z.beta.shape[0])
-    value = jnp.sum(blk.f) + 0.5 * step.logdet - const
+    const = 0.5 * LOG_2PI * (q * n_real + z.beta.shape[0] + z.v.shape[0])
+    value = jnp.sum(blk.f) + prior_nll(nll, theta, z.v) + 0.5 * step.logdet - const
     if n_agq > 1:
         value = agq_nll(nll, theta, beta_outer, data, z, blk.h_uu, n_agq)
     value = jnp.where(jnp.all(step.ok), value, jnp.inf)
@@ -453,8 +552,9 @@ def laplace(nll, theta, beta_outer, data, mode0: Mode, *, n_steps: int = 2, n_ag
 def placeholder(mode: Mode):
     """Zeros shaped like ``(Laplace, InnerInfo)`` for ``mode``: the optimiser's initial state."""
     n, q = mode.u.shape
-    p = mode.beta.shape[0]
+    p, m = mode.beta.shape[0], mode.v.shape[0]
     z = lambda *shape: jnp.zeros(shape, mode.u.dtype)
     false = jnp.zeros((n,), bool)
-    step = Step(Mode(z(p), z(n, q)), false, z(n), z(), z(n, q, q), z(p, p), z(n, q, p))
-    return Laplace(z(), Mode(z(p), z(n, q)), false, step), InnerInfo(false, jnp.zeros((), jnp.int32))
+    zero_mode = Mode(z(p), z(n, q), z(m))
+    step = Step(zero_mode, false, z(n), z(), z(n, q, q), z(p + m, p + m))
+    return Laplace(z(), zero_mode, false, step), InnerInfo(false, jnp.zeros((), jnp.int32))

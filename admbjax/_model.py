@@ -46,6 +46,15 @@ class Model:
         report (for example ``b = sigma * Lambda u``); the identity by default.
       beta_names, random_names, group: labels for reporting.
       family, formula: labels for reporting.
+      n_global: m, the number of global random effects ``v`` shared by subjects (the levels of
+        crossed factors: items, sites, years; TMB's shared random effects); 0 for none. With
+        them ``nll`` is ``nll(theta, beta, u, data, v)``: ``v`` is the subject's slice of the
+        global effects and the data's index columns point into it (``group_data``'s
+        ``global_index``), so ``v[data["item"]]`` is each row's effect. They are integrated by
+        the Laplace approximation with ``u`` (and, for REML, ``beta``).
+      global_nll: ``global_nll(theta, v) -> scalar``, the ``-log`` prior density of all of
+        ``v`` (``[m]``), normalising constants included; required with ``n_global``.
+      global_names: labels of the entries of ``v``.
       signs: optional ``signs(theta) -> (theta_signs, u_signs)``, a change of sign of
         entries of ``theta`` (a pytree of +-1 like ``theta``) and of components of ``u``
         (``[q]``) that changes none of ``nll``, ``report`` and ``ranef``, chosen from
@@ -67,12 +76,22 @@ class Model:
     family: str = "custom"
     formula: str | None = None
     signs: Callable | None = None
+    n_global: int = 0
+    global_nll: Callable | None = None
+    global_names: tuple = ()
 
     def __post_init__(self):
         if not callable(self.nll):
             raise TypeError("`nll` must be a function nll(theta, beta, u, data) -> scalar")
         if int(self.n_random) < 1:
             raise ValueError(f"`n_random` must be a positive integer, got {self.n_random!r}")
+        if int(self.n_global) < 0:
+            raise ValueError(f"`n_global` must be a non-negative integer, got {self.n_global!r}")
+        if self.n_global and not callable(self.global_nll):
+            raise TypeError(f"`n_global` = {self.n_global} global random effects need `global_nll(theta, v)`, "
+                            "their -log prior density")
+        if self.global_names and len(self.global_names) != int(self.n_global):
+            raise ValueError(f"`global_names` has {len(self.global_names)} names for n_global = {self.n_global}")
         object.__setattr__(self, "beta", np.atleast_1d(np.asarray(self.beta, dtype=np.float64)))
         object.__setattr__(self, "theta", jax.tree.map(lambda a: np.asarray(a, dtype=np.float64), self.theta))
         if self.beta.ndim != 1:

@@ -520,5 +520,6 @@ class LaneTable:
             singular=singular, n_params=layout.n_theta + model.n_fixed,
             time_compile=self.t_compile if j == 0 else 0.0, time_fit=self.t_fit,
             scaled_grad=float(self.scaled_grad[j]), messages=tuple(msgs),
-            extra={"laplace_reliable": reliable, "n_agq": self.fs.spec.n_agq, "optimiser": self.fs.optimiser.name},
+            extra={"laplace_reliable": reliable, "n_agq": self.fs.spec.n_agq, "optimiser": self.fs.optimiser.name,
+                   **({"v": inf.v[j]} if inf.v.shape[-1] else {})},
         )

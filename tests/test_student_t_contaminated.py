@@ -75,7 +75,7 @@ def _laplace_at_glmmtmb(k, method, best):
     L = np.linalg.cholesky(np.array(best["G"]["cov"]))
     u = np.linalg.solve(L, np.array(best["ranef"]["values"]).T).T
     beta = np.array(list(best["fixef"].values())) if method == "REML" else np.zeros(0)
-    (ours, f_ours), (theirs, f_theirs) = _marginals(spec, x, spec.initial_mode(model, grouped.shape[0]), _laplace.Mode(jnp.asarray(beta), jnp.asarray(u)), data)
+    (ours, f_ours), (theirs, f_theirs) = _marginals(spec, x, spec.initial_mode(model, grouped.shape[0]), _laplace.Mode(jnp.asarray(beta), jnp.asarray(u), jnp.zeros((0,))), data)
     return -float(ours), -float(theirs), float(f_ours - f_theirs)
 
 
@@ -212,7 +212,7 @@ def test_quadrature_is_bounded_where_a_mode_is_flat(monkeypatch):
     nll = lambda theta, beta, u, d: jnp.sum(d["a"][0] * u**2 / 2 + d["b"][0] * u**4)
     data = {"arrays": {"a": jnp.array([[1.0], [1.0], [0.0]]), "b": jnp.array([[0.0], [0.0], [1.0]])},
             "mask": jnp.ones((3, 1)), "subject_mask": jnp.ones(3)}
-    z = _laplace.Mode(jnp.zeros(0), jnp.zeros((3, 1)))
+    z = _laplace.Mode(jnp.zeros(0), jnp.zeros((3, 1)), jnp.zeros(0))
     exact = -log(2 * pi) - log(2 * gamma(1.25))
     agq = jax.jit(lambda h: _laplace.agq_nll(nll, {}, jnp.zeros(0), data, z, jnp.array([[[1.0]], [[1.0]], [[h]]]), 41))
     for h in (0.0, 1e-12, 1e-3):

@@ -8,15 +8,18 @@
 ## item), fits
 ##   penicillin: lmer(diameter ~ 1 + (1 | plate) + (1 | sample)), REML and ML;
 ##   verbagg:    glmer(r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item), binomial),
-##               Laplace (nAGQ = 1), with tight optimiser tolerances;
+##               Laplace (nAGQ = 1), with tight optimiser tolerances, and glmmTMB (1.1.5) on the
+##               same formula (its Laplace and optimum are the more precise: -2 logLik
+##               8151.399720 against glmer's 8151.400490, which lme4's PIRLS tolerance leaves
+##               higher at the same estimates);
 ## and writes tests/reference/crossed.json: per fit the criterion (REML criterion or
 ## deviance; for glmer -2 logLik), logLik, fixef (R's names), their SEs (vcov), the
 ## random-effect SDs per group, sigma, and the conditional modes per group (ranef).
-## Requires (Debian): r-base-core r-cran-lme4 r-cran-jsonlite. lme4 1.1-31, R 4.2.2.
+## Requires (Debian): r-base-core r-cran-lme4 r-cran-glmmtmb r-cran-jsonlite. lme4 1.1-31, R 4.2.2.
 
 options(digits = 15, warn = 1, stringsAsFactors = FALSE)
 invisible(Sys.setlocale("LC_COLLATE", "C"))
-suppressPackageStartupMessages({ library(lme4); library(jsonlite) })
+suppressPackageStartupMessages({ library(lme4); library(glmmTMB); library(jsonlite) })
 
 out_dir <- file.path("tests", "reference")
 if (!dir.exists(out_dir)) stop("run from the repository root")
@@ -59,7 +62,14 @@ va_csv <- read.csv(file.path(out_dir, "data", "verbagg.csv"))
 va_f <- r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item)
 gctrl <- glmerControl(optimizer = "bobyqa", optCtrl = list(rhoend = 1e-10, maxfun = 1e5))
 fits$verbagg_ML <- summarise(glmer(va_f, va_csv, family = binomial, control = gctrl), "glmer binomial Laplace")
+tmb <- glmmTMB(va_f, va_csv, family = binomial)
+vc_tmb <- VarCorr(tmb)$cond
+fits$verbagg_glmmTMB <- list(
+  call = "glmmTMB binomial", criterion = -2 * as.numeric(logLik(tmb)), logLik = as.numeric(logLik(tmb)),
+  fixef = as.list(fixef(tmb)$cond), fixef_se = as.list(sqrt(diag(vcov(tmb)$cond))),
+  sd = lapply(vc_tmb, function(v) unname(attr(v, "stddev"))))
 
-meta <- list(R = R.version.string, lme4 = as.character(packageVersion("lme4")), fits = fits)
+meta <- list(R = R.version.string, lme4 = as.character(packageVersion("lme4")),
+             glmmTMB = as.character(packageVersion("glmmTMB")), fits = fits)
 writeLines(toJSON(meta, auto_unbox = TRUE, digits = NA, pretty = TRUE, null = "null"),
            file.path(out_dir, "crossed.json"))
