@@ -13,6 +13,13 @@ through the p x p Schur complement
 
 so no dense (Nq + p) x (Nq + p) matrix is formed: memory O(N(q^2 + pq)), time O(N(q^3 + pq^2) + p^3).
 
+Global random effects ``v`` (``m`` of them, shared by subjects: the levels of crossed factors)
+join ``beta`` in the border, with their prior added once. Subject ``i`` touches only the
+``L_i`` effects its rows index (its local border), so its couplings are ``q x (p + L_i)`` and
+its contributions to the border's ``(p + m) x (p + m)`` block and Schur complement are added
+at their positions (:func:`border_sum2`); the formulas above hold with the border in place of
+``beta``: ``log det H = sum_i log det H_uu,i + log det S``.
+
 Derivatives of the marginal nll with respect to the outer parameters are exact by the
 implicit function theorem: the mode found by the (non-differentiated) damped Newton solver
 is held fixed with ``stop_gradient`` and ``n_steps`` undamped Newton steps are taken from it
