@@ -675,7 +675,8 @@ def formula_model(formula: str, data, family="gaussian", categorical=(), na_acti
                              observations=len(d.y))
     model = Model(nll=nll, theta=theta0, beta=beta0, n_random=d.Z.shape[1],
                   report=report, ranef=ranef, beta_names=d.beta_names, random_names=d.random_names,
-                  group=d.group, family=fam.name, formula=formula, signs=lambda_signs(d.blocks))
+                  group=d.group, family=fam.name, formula=formula, signs=lambda_signs(d.blocks),
+                  random_blocks=tuple(int(k) for k in d.blocks))
     if not (sufficient and fam is GAUSSIAN_FAMILY):
         arrays = {"y": d.y, "X": d.X, "Z": d.Z}
         if fam.name == "binomial":

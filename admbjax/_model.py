@@ -55,6 +55,9 @@ class Model:
       global_nll: ``global_nll(theta, v) -> scalar``, the ``-log`` prior density of all of
         ``v`` (``[m]``), normalising constants included; required with ``n_global``.
       global_names: labels of the entries of ``v``.
+      random_blocks: the sizes of the blocks of ``G`` (``report``'s ``"G"``) that are
+        correlated within and independent of each other, in order: lme4's terms on the
+        grouping factor (``(x || g)`` gives ``(1, 1)``); default one block of ``n_random``.
       signs: optional ``signs(theta) -> (theta_signs, u_signs)``, a change of sign of
         entries of ``theta`` (a pytree of +-1 like ``theta``) and of components of ``u``
         (``[q]``) that changes none of ``nll``, ``report`` and ``ranef``, chosen from
@@ -79,6 +82,7 @@ class Model:
     n_global: int = 0
     global_nll: Callable | None = None
     global_names: tuple = ()
+    random_blocks: tuple = ()
 
     def __post_init__(self):
         if not callable(self.nll):
@@ -104,6 +108,11 @@ class Model:
             object.__setattr__(self, "beta_names", tuple(f"beta[{j}]" for j in range(p)))
         if not self.random_names:
             object.__setattr__(self, "random_names", tuple(f"u[{j}]" for j in range(self.n_random)))
+        if not self.random_blocks:
+            object.__setattr__(self, "random_blocks", (int(self.n_random),))
+        if sum(self.random_blocks) != int(self.n_random) or min(self.random_blocks) < 1:
+            raise ValueError(f"`random_blocks` {self.random_blocks} must be positive sizes adding up to "
+                             f"n_random = {self.n_random}")
         if len(self.beta_names) != p:
             raise ValueError(f"`beta_names` has {len(self.beta_names)} names for {p} fixed effects")
 

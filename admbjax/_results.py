@@ -41,7 +41,9 @@ class FitResult:
     the inverse Hessian of the marginal nll in the outer parameters ``x`` (named
     ``x_names``); ``report``/``report_se`` hold the model's natural-scale quantities and
     their delta-method standard errors. ``u`` are conditional modes of the spherical random
-    effects, ``b``/``b_sd`` those on the reporting scale with conditional SDs.
+    effects, ``b``/``b_sd`` those on the reporting scale with conditional SDs; a model with
+    global random effects has their conditional modes (spherical scale) in ``extra["v"]``.
+    ``random_blocks``: the sizes of ``G``'s independent blocks, lme4's terms (JSON ``random``).
     """
 
     method: str
@@ -78,6 +80,7 @@ class FitResult:
     scaled_grad: float = float("nan")
     messages: tuple = ()
     extra: dict = field(default_factory=dict)
+    random_blocks: tuple = ()     # sizes of G's independent blocks: lme4's terms (Model.random_blocks)
 
     @property
     def criterion(self) -> float:
@@ -220,9 +223,14 @@ class FitResult:
         G = self.G
         return record(self.method, self.family, self.formula, self.n_obs, self.n_groups, self.nll,
                       self.beta_names, self.beta.tolist(), self.beta_se.tolist(),
-                      None if G is None else random_record(self.group, self.random_names, G),
+                      random_record(self.group, self.random_names, G, self.random_blocks),
                       self.sigma, self.df, self.converged, self.singular, self.max_abs_grad, self.scaled_grad,
                       self.iterations, self.time_compile, self.time_fit)
+
+
+#: The version of :func:`record`'s JSON: 2 has ``"schema"``, ``"random"`` as a list of terms
+#: and ``"varcorr"`` (1: ``"random"`` one object or null, no ``"varcorr"``).
+SCHEMA = 2
 
 
 def record(method, family, formula, n_obs, n_groups, nll, beta_names, beta, se, random, sigma, df, converged,
@@ -230,22 +238,51 @@ def record(method, family, formula, n_obs, n_groups, nll, beta_names, beta, se, 
     """The JSON object of one fit (the README's "The JSON of a fit"): the schema in one place,
     for :meth:`FitResult.to_dict` and a batch's JSON lines (``BatchResults.json_lines``).
     ``nll`` is the marginal nll (``criterion = 2 nll``); ``se`` and ``scaled_grad`` that
-    are not finite are ``null``; ``random`` is :func:`random_record` or None."""
+    are not finite are ``null``; ``random`` is :func:`random_record`'s list of terms."""
     return {
-        "method": method, "family": family, "formula": formula, "n_obs": n_obs, "n_groups": n_groups,
-        "criterion": 2.0 * nll, "loglik": -nll,
+        "schema": SCHEMA, "method": method, "family": family, "formula": formula, "n_obs": n_obs,
+        "n_groups": n_groups, "criterion": 2.0 * nll, "loglik": -nll,
         "fixed": {"names": list(beta_names), "estimate": beta, "se": _finite_or_none(se)},
-        "random": random, "sigma": sigma, "df": df, "converged": converged, "singular": singular,
+        "random": random, "varcorr": varcorr_rows(random, sigma),
+        "sigma": sigma, "df": df, "converged": converged, "singular": singular,
         "max_abs_grad": max_abs_grad, "scaled_grad": _finite_or_none([scaled_grad])[0], "iterations": iterations,
         "time_s": {"compile": time_compile, "fit": time_fit},
     }
 
 
-def random_record(group, names, G) -> dict:
-    """The ``random`` entry of :func:`record`: the random effects' covariance ``G``."""
+def random_record(group, names, G, blocks=None) -> list:
+    """The ``random`` entry of :func:`record`: one object per term (``group``, ``names``,
+    ``cov``, ``sd``, ``corr``), the blocks of the random effects' covariance ``G`` (sizes
+    ``blocks``, default one; ``[]`` without ``G``). A grouping factor with several terms is
+    named as lme4 names them: ``Subject``, ``Subject.1``, ..."""
+    if G is None:
+        return []
     G = np.asarray(G, dtype=float)
-    sd, corr = sd_corr(G)
-    return {"group": group, "names": list(names), "cov": G.tolist(), "sd": sd.tolist(), "corr": corr.tolist()}
+    terms, start = [], 0
+    for i, k in enumerate(blocks or (G.shape[0],)):
+        g = G[start:start + k, start:start + k]
+        sd, corr = sd_corr(g)
+        terms.append({"group": group if i == 0 else f"{group}.{i}", "names": list(names[start:start + k]),
+                      "cov": g.tolist(), "sd": sd.tolist(), "corr": corr.tolist()})
+        start += k
+    return terms
+
+
+def varcorr_rows(terms, sigma) -> list:
+    """lme4's ``as.data.frame(VarCorr(m))``: for each term its variances (``var2`` null),
+    then its covariances in the order (1, 2), (1, 3), ..., (2, 3), ... with the correlation
+    as ``sdcor``; then ``Residual`` (``vcov = sigma^2``, ``sdcor = sigma``) where the fit
+    has a residual scale (``sigma`` not None: Gaussian, Student-t)."""
+    rows = []
+    for t in terms:
+        names, cov, sd, corr = t["names"], t["cov"], t["sd"], t["corr"]
+        rows += [{"group": t["group"], "var1": n, "var2": None, "vcov": cov[i][i], "sdcor": sd[i]}
+                 for i, n in enumerate(names)]
+        rows += [{"group": t["group"], "var1": names[i], "var2": names[j], "vcov": cov[i][j], "sdcor": corr[i][j]}
+                 for i in range(len(names)) for j in range(i + 1, len(names))]
+    if sigma is not None:
+        rows.append({"group": "Residual", "var1": None, "var2": None, "vcov": sigma ** 2, "sdcor": sigma})
+    return rows
 
 
 #: Families whose fixed-effect SEs are by default conditional on the variance parameters:
@@ -514,7 +551,8 @@ class LaneTable:
             x=x, x_names=_x_names(layout, tuple(model.beta_names)), x_cov=x_cov,
             report=jax.tree.map(lambda a: a[j], inf.report), report_se=jax.tree.map(lambda a: a[j], inf.report_se),
             nll=float(opt.f[j]), u=u, b=inf.b[j, :n], b_sd=inf.b_sd[j, :n],
-            random_names=tuple(model.random_names), converged=converged, status=status_text,
+            random_names=tuple(model.random_names), random_blocks=tuple(model.random_blocks),
+            converged=converged, status=status_text,
             iterations=int(opt.iterations[j]), max_abs_grad=grad,
             hessian_pd=hessian_pd, inner_converged=inner_converged,
             singular=singular, n_params=layout.n_theta + model.n_fixed,

@@ -63,7 +63,7 @@ def test_poisson_salamanders_matches_glmmtmb(tmp_path):
     assert rc == 0 and d["family"] == "poisson" and d["sigma"] is None
     assert d["loglik"] == pytest.approx(ref["logLik"], rel=1e-6)
     np.testing.assert_allclose(d["fixed"]["estimate"], list(ref["fixef"].values()), rtol=1e-4)
-    assert d["random"]["sd"][0] == pytest.approx(ref["G"]["site"]["sd"][0], rel=1e-4)
+    assert d["random"][0]["sd"][0] == pytest.approx(ref["G"]["site"]["sd"][0], rel=1e-4)
 
 
 def test_binomial_zero_one_response_matches_the_aggregated_fit():

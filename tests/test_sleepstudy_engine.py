@@ -57,7 +57,7 @@ def test_model_script_writes_design_json(sleepstudy, tmp_path):
     assert d["criterion"] == pytest.approx(REF["lme4_lmer_ML"]["criterion"], rel=1e-7)
     assert d["loglik"] == pytest.approx(-d["criterion"] / 2)
     assert d["fixed"]["names"] == ["(Intercept)", "Days"]
-    assert d["random"]["group"] == "Subject" and len(d["random"]["sd"]) == 2
+    assert d["random"][0]["group"] == "Subject" and len(d["random"][0]["sd"]) == 2
     assert d["converged"] is True and d["singular"] is False and d["df"] is None
     assert set(d["time_s"]) == {"compile", "fit"}
     assert result.criterion == d["criterion"]

@@ -51,13 +51,13 @@ def test_cli_writes_every_json_field(tmp_path, capsys):
     rc, d = cli_fit_json(tmp_path, "--data", "sleepstudy", "--formula", SLEEP)
     assert rc == 0
     assert "REML criterion at convergence" in capsys.readouterr().out
-    for key in ["method", "family", "formula", "n_obs", "n_groups", "criterion", "loglik", "fixed", "random",
+    for key in ["schema", "method", "family", "formula", "n_obs", "n_groups", "criterion", "loglik", "fixed", "random", "varcorr",
                 "sigma", "df", "converged", "singular", "max_abs_grad", "time_s"]:
         assert key in d
     assert d["criterion"] == pytest.approx(1743.628272, rel=1e-7)
     assert all(v is not None for v in d["fixed"]["se"])
-    assert np.allclose(d["random"]["corr"], np.array(d["random"]["corr"]).T)
-    assert d["random"]["names"] == ["(Intercept)", "Days"]
+    assert np.allclose(d["random"][0]["corr"], np.array(d["random"][0]["corr"]).T)
+    assert d["random"][0]["names"] == ["(Intercept)", "Days"]
 
 
 def test_cli_categorical_numeric_column(tmp_path):
