@@ -14,7 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from ._optimise import BAD_START
-from ._results import LaneTable, full_vcov_default, random_record, record
+from ._results import LaneTable, full_vcov_default, record
+from ._varcorr import random_record
 
 
 class BatchResults(Sequence):

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import _optimise
 from ._data import GroupedData, _list
+from ._varcorr import random_record, sd_corr, varcorr_rows
 
 
 POSITIVE = ("sd", "sigma", "df")
@@ -250,41 +251,6 @@ def record(method, family, formula, n_obs, n_groups, nll, beta_names, beta, se, 
     }
 
 
-def random_record(group, names, G, blocks=None) -> list:
-    """The ``random`` entry of :func:`record`: one object per term (``group``, ``names``,
-    ``cov``, ``sd``, ``corr``), the blocks of the random effects' covariance ``G`` (sizes
-    ``blocks``, default one; ``[]`` without ``G``). A grouping factor with several terms is
-    named as lme4 names them: ``Subject``, ``Subject.1``, ..."""
-    if G is None:
-        return []
-    G = np.asarray(G, dtype=float)
-    terms, start = [], 0
-    for i, k in enumerate(blocks or (G.shape[0],)):
-        g = G[start:start + k, start:start + k]
-        sd, corr = sd_corr(g)
-        terms.append({"group": group if i == 0 else f"{group}.{i}", "names": list(names[start:start + k]),
-                      "cov": g.tolist(), "sd": sd.tolist(), "corr": corr.tolist()})
-        start += k
-    return terms
-
-
-def varcorr_rows(terms, sigma) -> list:
-    """lme4's ``as.data.frame(VarCorr(m))``: for each term its variances (``var2`` null),
-    then its covariances in the order (1, 2), (1, 3), ..., (2, 3), ... with the correlation
-    as ``sdcor``; then ``Residual`` (``vcov = sigma^2``, ``sdcor = sigma``) where the fit
-    has a residual scale (``sigma`` not None: Gaussian, Student-t)."""
-    rows = []
-    for t in terms:
-        names, cov, sd, corr = t["names"], t["cov"], t["sd"], t["corr"]
-        rows += [{"group": t["group"], "var1": n, "var2": None, "vcov": cov[i][i], "sdcor": sd[i]}
-                 for i, n in enumerate(names)]
-        rows += [{"group": t["group"], "var1": names[i], "var2": names[j], "vcov": cov[i][j], "sdcor": corr[i][j]}
-                 for i in range(len(names)) for j in range(i + 1, len(names))]
-    if sigma is not None:
-        rows.append({"group": "Residual", "var1": None, "var2": None, "vcov": sigma ** 2, "sdcor": sigma})
-    return rows
-
-
 #: Families whose fixed-effect SEs are by default conditional on the variance parameters:
 #: the Gaussian (lme4's ``lmer`` reports ``RX``'s), and a hand-written :class:`Model`'s
 #: default label, whose family is not known. ``glmer`` (its ``vcov`` takes the beta block of
@@ -297,18 +263,6 @@ def full_vcov_default(family: str) -> bool:
     """Whether a fit of ``family`` reports fixed-effect SEs that include the uncertainty of
     the variance parameters (``beta_cov_full``) rather than conditional ones (``beta_cov``)."""
     return family not in CONDITIONAL_VCOV_FAMILIES
-
-
-def sd_corr(G):
-    """SDs and correlation matrix of covariance matrices ``G`` (``[..., q, q]``), as
-    :meth:`FitResult.to_dict` reports them: a unit diagonal, 0 where an SD is 0."""
-    G = np.asarray(G, dtype=float)
-    sd = np.sqrt(np.diagonal(G, axis1=-2, axis2=-1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        corr = G / (sd[..., :, None] * sd[..., None, :])
-    q = G.shape[-1]
-    corr[..., np.arange(q), np.arange(q)] = 1.0
-    return sd, np.where(np.isfinite(corr), corr, 0.0)
 
 
 def _report_labels(key, names, group, size):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._varcorr import random_record
+
 _FAMILY_TITLE = {
     "gaussian": "Linear mixed model fit by {method}",
     "student_t": "Student-t mixed model fit by {method} ({approximation})",
@@ -48,13 +50,16 @@ def _random_lines(res) -> list[str]:
     G = res.G
     if G is None:
         return []
-    sd = np.sqrt(np.diag(G))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        corr = G / np.outer(sd, sd)
-    rows = [["Groups", "Name", "Variance", "Std.Dev.", "Corr" if len(sd) > 1 else ""]]
-    for i, name in enumerate(res.random_names):
-        c = " ".join(f"{corr[i, j]:5.2f}" if np.isfinite(corr[i, j]) else "  NaN" for j in range(i))
-        rows.append([res.group if i == 0 else "", name, f"{G[i, i]:.5g}", f"{sd[i]:.5g}", c])
+    terms = random_record(res.group, res.random_names, G, res.random_blocks)
+    correlated = any(len(t["names"]) > 1 for t in terms)
+    rows = [["Groups", "Name", "Variance", "Std.Dev.", "Corr" if correlated else ""]]
+    for t in terms:            # lme4's layout: one group label per term, correlations below the diagonal
+        cov, sd = np.asarray(t["cov"]), np.asarray(t["sd"])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            corr = cov / np.outer(sd, sd)          # NaN where an SD is 0, as lme4 prints it
+        for i, name in enumerate(t["names"]):
+            c = " ".join(f"{corr[i, j]:5.2f}" if np.isfinite(corr[i, j]) else "  NaN" for j in range(i))
+            rows.append([t["group"] if i == 0 else "", name, f"{cov[i, i]:.5g}", f"{sd[i]:.5g}", c])
     if res.sigma is not None:
         label = "Residual" if res.family == "gaussian" else "Scale"
         rows.append([label, "", f"{res.sigma ** 2:.5g}", f"{res.sigma:.5g}", ""])

@@ -44,3 +44,15 @@ def test_random_is_an_empty_list_without_covariance():
 
     d = admbjax.fit(*penicillin_crossed.build(), method="REML").to_dict()
     assert d["random"] == [] and [r["group"] for r in d["varcorr"]] == ["Residual"]
+
+
+def test_summary_lists_uncorrelated_terms_as_lme4():
+    """``(Days || Subject)``: lme4's summary has two groups, Subject and Subject.1, and no
+    correlation column (lme4 1.1-31's print(summary(m)) lines, values from varcorr.json)."""
+    fit = admbjax.fit_formula("Reaction ~ Days + (Days || Subject)", "sleepstudy")
+    text = fit.summary()
+    block = text[text.index("Random effects:"):text.index("Number of obs")].splitlines()
+    assert block[1].split() == ["Groups", "Name", "Variance", "Std.Dev."]
+    assert block[2].split()[:2] == ["Subject", "(Intercept)"] and block[3].split()[:2] == ["Subject.1", "Days"]
+    ref = {r["group"]: r for r in REF["sleepstudy_uncorr"]}
+    assert float(block[3].split()[2]) == pytest.approx(ref["Subject.1"]["vcov"], rel=1e-3)
