@@ -85,8 +85,9 @@ def check_output_shape(model: Model, data: GroupedData) -> None:
     try:
         out = jax.eval_shape(_call(model), model.theta, model.beta, u, _subject(data, 0), _local_v(data))
     except Exception as err:  # the user's code failed: say where, keep the cause
+        call = "nll(theta, beta, u, data, v)" if model.n_global else "nll(theta, beta, u, data)"
         raise TypeError(
-            f"`nll(theta, beta, u, data)` failed on subject {data.ids[0]!r} "
+            f"`{call}` failed on subject {data.ids[0]!r} "
             f"(u of length n_random={model.n_random}, data keys {sorted(_subject(data, 0))}): "
             f"{type(err).__name__}: {err}"
         ) from err

@@ -125,9 +125,9 @@ def profiled_x(lambda_of, spec, lam, data):
 
 def _laplace_state(lambda_of, spec, x, data):
     """The engine's :class:`Laplace` and :class:`InnerInfo` at ``x``, from the closed form."""
-    nll, (beta, u, chol, chol_a, C, ok) = marginal(lambda_of, spec, x, data)
+    nll, (beta, u, chol, chol_a, _, ok) = marginal(lambda_of, spec, x, data)
     sigma = jnp.exp(spec.layout.theta_of(x)["log_sigma"])
-    n, q = u.shape
+    n = u.shape[0]
     zeros = jnp.zeros_like
     if spec.reml:     # the engine's Schur complement S = A / sigma^2
         beta_int, chol_s = beta, chol_a / sigma

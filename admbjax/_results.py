@@ -13,7 +13,7 @@ import numpy as np
 
 from . import _optimise
 from ._data import GroupedData, _list
-from ._varcorr import random_record, sd_corr, varcorr_rows
+from ._varcorr import random_record, varcorr_rows
 
 
 POSITIVE = ("sd", "sigma", "df")
