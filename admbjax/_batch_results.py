@@ -118,8 +118,7 @@ def _table_json(table: LaneTable, lanes_info, lanes) -> list:
     cov = inf.beta_cov_full if full_vcov_default(first.family) else inf.beta_cov   # FitResult.beta_se's
     beta, se = np.asarray(inf.beta, float).tolist(), np.sqrt(np.diagonal(cov, axis1=1, axis2=2)).tolist()
     G = np.asarray(inf.report["G"], float) if "G" in inf.report else None
-    random = [[]] * n if G is None else [random_record(first.group, first.random_names, g, first.random_blocks)
-                                         for g in G]
+    random = [[]] * n if G is None else [random_record(first.random_terms, g) for g in G]
     column = lambda key: np.asarray(inf.report[key], float).tolist() if key in inf.report else [None] * n
     sigma, df = column("sigma"), column("df")
     converged, singular = np.asarray(table.converged(n_sub), bool).tolist(), np.asarray(table.singular, bool).tolist()

@@ -26,6 +26,8 @@ import pandas as pd
 from . import _formula, _syntax
 from ._batch import ListLanes
 from ._families import GAUSSIAN, get_family
+from ._formula_nll import gaussian_stats_functions, lambda_signs, subject_totals
+from ._lambda import RandomLayout
 from ._model import Model
 from ._results import AdmbjaxWarning
 
@@ -238,7 +240,7 @@ def _level_ols(split: _Split, X, y, names, levels, by):
     each such level would drop."""
     p = X.shape[1]
     with np.errstate(over="ignore", invalid="ignore"):   # y'y, unused here, may overflow (see _level_statistics)
-        totals = _formula.subject_totals(split.codes, split.n_levels, y, X, X[:, :0])   # per level, not subject
+        totals = subject_totals(split.codes, split.n_levels, y, X, X[:, :0])   # per level, not subject
     XX, Xy = totals["XX"], totals["Xr"]
     scale = np.sqrt(np.maximum(np.diagonal(XX, axis1=1, axis2=2), 1e-300))
     eig = np.linalg.eigvalsh(XX / (scale[:, :, None] * scale[:, None, :]))
@@ -261,15 +263,15 @@ def _level_ols(split: _Split, X, y, names, levels, by):
 def _level_statistics(split: _Split, y, X, Z, beta0):
     """``_formula.sufficient_statistics`` of every level at once: ``[levels, width, ...]``."""
     r = y - np.einsum("np,np->n", X, beta0[split.codes])
-    stats = _formula.subject_totals(split.slot, split.n_levels * split.width, r, X, Z)
+    stats = subject_totals(split.slot, split.n_levels * split.width, r, X, Z)
     stats = {k: v.reshape((split.n_levels, split.width) + v.shape[1:]) for k, v in stats.items()}
     return dict(stats, beta0=np.broadcast_to(beta0[:, None, :], (split.n_levels, split.width, X.shape[1])))
 
 
 def _base_model(formula, beta_names, random_names, group, blocks) -> Model:
-    nll, report, ranef = _formula.gaussian_stats_functions(blocks)
-    _, _, diag = _formula.lambda_index(blocks)
-    return Model(nll=nll, theta={"lambda": diag.astype(float), "log_sigma": 0.0}, beta=np.zeros(len(beta_names)),
-                 n_random=len(random_names), report=report, ranef=ranef, beta_names=beta_names,
-                 random_names=random_names, group=group, family=GAUSSIAN.name, formula=formula,
-                 signs=_formula.lambda_signs(blocks))
+    layout = RandomLayout.single(blocks)
+    nll, report, ranef = gaussian_stats_functions(layout)
+    return Model(nll=nll, theta={"lambda": layout.diag.astype(float), "log_sigma": 0.0},
+                 beta=np.zeros(len(beta_names)), n_random=len(random_names), report=report, ranef=ranef,
+                 beta_names=beta_names, random_names=random_names, group=group, family=GAUSSIAN.name,
+                 formula=formula, signs=lambda_signs(layout), random_blocks=tuple(blocks))

@@ -14,7 +14,6 @@ families with a scale (lme4's relative parametrisation), ``s = 1`` otherwise.
 
 from __future__ import annotations
 
-import functools
 import re
 import warnings
 from dataclasses import dataclass, replace
@@ -27,11 +26,13 @@ import pandas as pd
 from jax.scipy.stats import norm
 
 from . import _syntax
+from . import _reterms
 from ._data import _list, group_data
 from ._fit import fit
 from ._families import GAUSSIAN as GAUSSIAN_FAMILY
-from ._families import FAMILIES, Family, get_family, glm_start, ols
-from ._laplace import LOG_2PI
+from ._families import Family, get_family, glm_start, ols
+from ._formula_nll import gaussian_stats_functions, lambda_signs, model_functions, subject_totals
+from ._lambda import lambda_index
 from ._model import Model
 from ._objective import make_objective
 from ._results import AdmbjaxWarning
@@ -102,11 +103,25 @@ def parse_formula(formula: str) -> ParsedFormula:
         expr, group = pieces[0].strip(), pieces[-1].strip()
         if not expr or not group:
             raise ValueError(f"malformed random-effect term {term!r}: expected (expr | group)")
-        bars.append(Bar(expr, group, double))
+        bars += [Bar(expr, g, double) for g in expand_nesting(group, term)]
     if not bars:
         raise ValueError(f"formula {formula!r} has no random-effect term such as (1 | group); "
                          "admbjax fits mixed models")
     return ParsedFormula(lhs, " + ".join(fixed) if fixed else "1", tuple(bars), tuple(fixed) or ("1",))
+
+
+def expand_nesting(group: str, term: str) -> list[str]:
+    """lme4's expansion of a nested grouping factor (``findbars``' ``expandSlash``):
+    ``a/b`` -> ``["b:a", "a"]``, ``a/b/c`` -> ``["c:(b:a)", "b:a", "a"]``; a factor without
+    ``/`` as it is."""
+    parts = [p.strip() for p in _split_top(group, "/")]
+    if any(not p for p in parts):
+        raise ValueError(f"malformed random-effect term {term!r}: empty part of the grouping factor {group!r}")
+    names = [parts[0]]
+    for part in parts[1:]:
+        inner = names[-1]
+        names.append(f"{part}:({inner})" if ":" in inner else f"{part}:{inner}")
+    return names[::-1]
 
 
 # ---------------------------------------------------------------- data frame handling
@@ -154,7 +169,7 @@ class Translated:
     response: tuple        # one term, or cbind's two
     fixed: str
     bars: tuple            # (formulaic text, Bar) per random-effect term
-    groups: tuple          # the grouping column of each bar (the user's name)
+    groups: tuple          # the grouping columns of each bar (the user's names; several for a:b)
 
 
 def translate(parsed: ParsedFormula, columns) -> Translated:
@@ -186,14 +201,20 @@ def translate(parsed: ParsedFormula, columns) -> Translated:
     return Translated(_syntax.Names(tuple(used)), response, fixed, tuple(bars), tuple(groups))
 
 
-def _group_column(bar: Bar, one) -> str:
-    """The data column ``bar`` groups by; nested or interaction grouping factors are refused."""
-    toks = _syntax.tokens(bar.group, bar.group)
-    if len(toks) != 1 or toks[0][0] not in ("name", "backtick"):
-        raise ValueError(f"grouping factor {bar.group!r} must be one column: nested or interaction grouping "
-                         "factors (a/b, a:b) are not supported")
-    one(bar.group)
-    return _syntax.column_name(toks[0])
+def _group_column(bar: Bar, one) -> tuple:
+    """The data columns ``bar`` groups by: one, or several for an interaction ``a:b``
+    (parentheses, as in lme4's ``c:(b:a)``, only group)."""
+    toks = [t for t in _syntax.tokens(bar.group, bar.group) if t[1] not in ("(", ")")]
+    names, ok = toks[::2], all(t == ("op", ":") for t in toks[1::2]) and len(toks) % 2 == 1
+    if not ok or any(kind not in ("name", "backtick") for kind, _ in names):
+        raise ValueError(f"grouping factor {bar.group!r} must be a column, an interaction of columns (a:b) or "
+                         "nested columns (a/b)")
+    columns = tuple(_syntax.column_name(t) for t in names)
+    for c in columns:
+        one(f"`{c}`")
+    if len(set(columns)) < len(columns):
+        raise ValueError(f"grouping factor {bar.group!r} names a column twice")
+    return columns
 
 
 def _infinite(df: pd.DataFrame, column: str) -> np.ndarray:
@@ -254,7 +275,7 @@ def _prepare(df: pd.DataFrame, tr: Translated, response: str, categorical, na_ac
         warnings.warn(f"dropped {int(na.sum())} row(s) with missing values (per column: {counts})", AdmbjaxWarning,
                       stacklevel=4)
         df = df.loc[~na]
-    groups = set(tr.groups)
+    groups = {c for columns in tr.groups for c in columns}
     for c in df.columns:
         if c in categorical or c in groups or not pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]):
             if c != response:
@@ -273,13 +294,14 @@ class Design:
     y: np.ndarray
     X: np.ndarray
     beta_names: tuple
-    Z: np.ndarray
-    random_names: tuple
-    blocks: tuple            # sizes of the blocks of Lambda, in order
-    groups: pd.Categorical
+    Z: np.ndarray            # the subject's local design ([rows, q]: _reterms.Structure.Z)
+    random_names: tuple      # labels of u
+    blocks: tuple            # sizes of the blocks of G (every term), in order
+    groups: pd.Categorical   # the subject factor
     group: str
     dropped: tuple           # aliased fixed-effect columns dropped (lme4's rank check)
     trials: np.ndarray | None = None
+    structure: _reterms.Structure | None = None     # the terms, the subject, the layout
 
 
 def _matrix(spec: str, df: pd.DataFrame, names: _syntax.Names, where: str | None = None,
@@ -338,35 +360,44 @@ def drop_aliased(X: pd.DataFrame, tol: float = 1e-7):
     return X.iloc[:, keep], dropped
 
 
-def _random(tr: Translated, df: pd.DataFrame):
-    mats, blocks = [], []
+def _random(tr: Translated, df: pd.DataFrame) -> list:
+    """``[(bar, its Z as a DataFrame)]``; an effect twice on one grouping factor is an error."""
+    out, seen = [], {}
     for spec, bar in tr.bars:
         Zb = _matrix(spec, df, tr.names, bar.expr)
-        mats.append(Zb)
-        blocks += [1] * Zb.shape[1] if bar.double else [Zb.shape[1]]
-    Z = pd.concat(mats, axis=1)
-    dup = Z.columns[Z.columns.duplicated()].tolist()
-    if dup:
-        raise ValueError(f"random-effect term(s) {dup} appear more than once in the formula")
-    return Z, tuple(blocks)
+        names = seen.setdefault(bar.group, [])
+        dup = [c for c in Zb.columns if c in names]
+        if dup:
+            raise ValueError(f"random-effect term(s) {dup} appear more than once for grouping factor "
+                             f"{bar.group!r} in the formula")
+        names += list(Zb.columns)
+        out.append((bar, Zb))
+    return out
 
 
-def design_frames(formula: str, df: pd.DataFrame, categorical=(), na_action: str = "fail"):
-    """The parts of :func:`design` before any per-dataset check: ``(group, prepared data
-    frame, y, trials, X (a DataFrame, no column dropped yet), Z, blocks)``."""
+def _frames(formula: str, df: pd.DataFrame, categorical, na_action: str):
+    """``(translated, prepared data frame, y, trials, X (no column dropped yet), [(bar, Z)])``."""
     parsed = parse_formula(formula)
     tr = translate(parsed, df.columns)
-    if len(set(tr.groups)) > 1:
-        raise ValueError(f"random effects with different grouping factors ({', '.join(sorted(set(tr.groups)))}) are "
-                         "crossed or nested: admbjax fits models separable by one grouping factor")
-    group = tr.groups[0]
     response = parsed.lhs.strip().strip("`")
     df = _prepare(df, tr, response, tuple(categorical), na_action)
     aliased = df.rename(columns=tr.names.to_alias)
     y, trials = _response(tr, aliased, parsed.lhs)
     X = _matrix(tr.fixed, aliased, tr.names, parsed.fixed)
-    Z, blocks = _random(tr, aliased)
-    return group, df, y, trials, X, Z, blocks
+    return tr, df, y, trials, X, _random(tr, aliased)
+
+
+def design_frames(formula: str, df: pd.DataFrame, categorical=(), na_action: str = "fail"):
+    """The parts of a one-factor :func:`design` before any per-dataset check (for
+    ``fit_formula_by``): ``(group, prepared data frame, y, trials, X (a DataFrame, no
+    column dropped yet), Z, blocks)``."""
+    tr, df, y, trials, X, bars = _frames(formula, df, categorical, na_action)
+    if len(set(tr.groups)) > 1 or len(tr.groups[0]) > 1:
+        raise ValueError(f"fit_formula_by fits models with one grouping factor, a column; this formula has "
+                         f"{', '.join(dict.fromkeys(b.group for _, b in tr.bars))}")
+    Z = pd.concat([Zb for _, Zb in bars], axis=1)
+    blocks = tuple(k for bar, Zb in bars for k in ((1,) * Zb.shape[1] if bar.double else (Zb.shape[1],)))
+    return tr.groups[0][0], df, y, trials, X, Z, blocks
 
 
 def dropped_warning(dropped: tuple) -> str:
@@ -384,161 +415,30 @@ def too_few_groups(group: str, n_groups: int) -> str | None:
 
 def design(formula: str, df: pd.DataFrame, categorical=(), na_action: str = "fail") -> Design:
     """Response, fixed and random design of ``formula`` on ``df`` (lme4's ``lFormula``)."""
-    group, df, y, trials, X, Z, blocks = design_frames(formula, df, categorical, na_action)
+    tr, df, y, trials, X, bars = _frames(formula, df, categorical, na_action)
     X, dropped = drop_aliased(X)
     if dropped:
         warnings.warn(dropped_warning(dropped), AdmbjaxWarning, stacklevel=3)
-    g = df[group].cat.remove_unused_categories()
-    error = too_few_groups(group, len(g.cat.categories))
-    if error:
-        raise ValueError(error)
-    return Design(formula, y, X.to_numpy(), tuple(X.columns), Z.to_numpy(), tuple(Z.columns), blocks,
-                  pd.Categorical(g), group, dropped, trials)
+    factors, terms = {}, []
+    for (bar, Zb), columns in zip(bars, tr.groups):
+        if bar.group not in factors:
+            name = columns[0] if len(columns) == 1 else bar.group        # a column: its name, unquoted
+            factors[bar.group] = _reterms.interaction(df, columns, name)
+            error = too_few_groups(name, factors[bar.group].n_levels)
+            if error:
+                raise ValueError(error)
+        Z = Zb.to_numpy()
+        if bar.double:      # lme4 splits (x || g) into (1 | g) + (0 + x | g) before ordering the terms
+            terms += [_reterms.Term(factors[bar.group], (n,), Z[:, [e]], False) for e, n in enumerate(Zb.columns)]
+        else:
+            terms.append(_reterms.Term(factors[bar.group], tuple(Zb.columns), Z, False))
+    st = _reterms.structure(terms, X.shape[1])
+    subject = pd.Categorical.from_codes(st.subject.codes, categories=list(st.subject.levels))
+    return Design(formula, y, X.to_numpy(), tuple(X.columns), st.Z, st.u_names, st.layout.blocks,
+                  subject, st.subject.name, dropped, trials, st)
 
 
 # ---------------------------------------------------------------- the model
-
-
-def lambda_index(blocks: tuple):
-    """Row and column indices of the free entries of the block lower-triangular ``Lambda``."""
-    rows, cols, diag, start = [], [], [], 0
-    for k in blocks:
-        for j in range(k):
-            for i in range(j, k):
-                rows.append(start + i)
-                cols.append(start + j)
-                diag.append(i == j)
-        start += k
-    return tuple(rows), tuple(cols), np.array(diag)
-
-
-def lambda_signs(blocks: tuple):
-    """``signs(theta)`` (see :class:`Model`) making the diagonal of ``Lambda`` non-negative:
-    column ``j`` of ``Lambda`` and component ``j`` of ``u`` change sign together, which
-    leaves ``b = Lambda u`` and ``G = Lambda Lambda'`` as they are."""
-    _, cols, diag = lambda_index(blocks)
-
-    def signs(theta):   # also for a batch of thetas (leading axis)
-        col_sign = np.where(np.asarray(theta["lambda"])[..., diag] < 0, -1.0, 1.0)
-        theta_signs = jax.tree.map(np.ones_like, theta)
-        return dict(theta_signs, **{"lambda": col_sign[..., np.asarray(cols)]}), col_sign
-
-    signs.batched = True
-    return signs
-
-
-@dataclass(frozen=True)
-class LambdaMap:
-    """``theta -> Lambda`` for a block structure, and back (``free``): the closed form of a
-    Gaussian formula model (:class:`Model`'s ``closed_form``). Equal for equal structures,
-    so that fits of one structure share one compiled program."""
-
-    blocks: tuple
-
-    def __call__(self, theta):
-        return _lambda(theta, sum(self.blocks), self.blocks)
-
-    def free(self, L):
-        """``theta["lambda"]``: the free entries of a ``Lambda`` of this structure."""
-        rows, cols, _ = lambda_index(self.blocks)
-        return L[..., np.asarray(rows), np.asarray(cols)]
-
-    @property
-    def pattern(self) -> np.ndarray:
-        """``[q, q]`` 1.0 where the blocks of ``Lambda Lambda'`` may be non-zero."""
-        rows, cols, _ = lambda_index(self.blocks)
-        q = sum(self.blocks)
-        out = np.zeros((q, q))
-        out[rows, cols] = out[cols, rows] = 1.0
-        return out
-
-
-def _lambda(theta, q: int, blocks: tuple):
-    # a constant 0/1 placement matrix rather than a scatter: cheaper to differentiate 4 times
-    rows, cols, _ = lambda_index(blocks)
-    place = np.zeros((q * q, len(rows)))
-    place[np.asarray(rows) * q + np.asarray(cols), np.arange(len(rows))] = 1.0
-    return jnp.reshape(place @ theta["lambda"], (q, q))
-
-
-@functools.lru_cache(maxsize=None)
-def model_functions(family: Family, blocks: tuple):
-    """``(nll, report, ranef)`` for a family and a random-effect structure.
-
-    Cached, so that every fit with the same structure shares its compiled programs.
-    """
-    q = sum(blocks)
-
-    def ranef(theta, beta, u):
-        return family.scale(theta) * _lambda(theta, q, blocks) @ u
-
-    def nll(theta, beta, u, data):
-        eta = data["X"] @ beta + data["Z"] @ ranef(theta, beta, u)
-        logpdf = family.logpdf(data["y"], eta, theta, data)
-        return -jnp.sum(data["mask"] * logpdf) - jnp.sum(norm.logpdf(u))
-
-    def report(theta, beta):
-        L = family.scale(theta) * _lambda(theta, q, blocks)
-        G = L @ L.T
-        sd = jnp.sqrt(jnp.diagonal(G))
-        rows, cols = np.tril_indices(q, -1)
-        return dict(family.report(theta), G=G, sd=sd, corr=G[rows, cols] / (sd[rows] * sd[cols]))
-
-    if FAMILIES.get(family.name) is family:   # a built-in family: the functions have a stable name
-        _name_functions(f"formula:{family.name}:{blocks}", nll=nll, report=report, ranef=ranef)
-    return nll, report, ranef
-
-
-def _name_functions(prefix: str, **functions) -> None:
-    """Give functions the ``admbjax_key`` that lets their compiled fits be stored on disk
-    (``_cache.stable_key``): what they compute must follow from the key alone."""
-    for name, fn in functions.items():
-        fn.admbjax_key = f"{prefix}:{name}"
-
-
-@functools.lru_cache(maxsize=None)
-def gaussian_stats_functions(blocks: tuple):
-    """``(nll, report, ranef)`` of the Gaussian model written on per-subject sufficient
-    statistics: the same density as :func:`model_functions` for ``GAUSSIAN``, at a cost per
-    subject that does not grow with its number of observations.
-
-    With ``r = y - X beta0`` (``beta0`` least squares, for numerical accuracy) and
-    ``d = beta - beta0``, ``b = sigma Lambda u``:
-
-        ||y - X beta - Z b||^2 = r'r - 2 d'X'r - 2 b'Z'r + d'X'X d + 2 d'X'Z b + b'Z'Z b.
-    """
-    _, report, ranef = model_functions(GAUSSIAN_FAMILY, blocks)
-
-    def nll(theta, beta, u, data):
-        sigma = jnp.exp(theta["log_sigma"])
-        b = ranef(theta, beta, u)
-        d = beta - data["beta0"]                                   # [rows, p]
-        rss = (data["rr"] - 2 * jnp.sum(d * data["Xr"], -1) - 2 * data["Zr"] @ b
-               + jnp.einsum("ip,ipk,ik->i", d, data["XX"], d) + 2 * jnp.einsum("ip,ipq,q->i", d, data["XZ"], b)
-               + jnp.einsum("q,iqk,k->i", b, data["ZZ"], b))
-        per_row = data["n"] * (jnp.log(sigma) + 0.5 * LOG_2PI) + 0.5 * rss / sigma**2
-        return jnp.sum(data["mask"] * per_row) - jnp.sum(norm.logpdf(u))
-
-    _name_functions(f"gaussian_stats:{blocks}", nll=nll)
-    nll.closed_form = LambdaMap(blocks)    # its exact marginal: the objective is _gaussian.ClosedForm
-    return nll, report, ranef
-
-
-def subject_totals(index: np.ndarray, n_slots: int, r, X, Z) -> dict:
-    """Sums over the rows of each slot (``index``: row -> slot, a subject) of ``n, r'r, X'r,
-    Z'r, X'X, X'Z, Z'Z``: one row of statistics per slot (``[n_slots, ...]``)."""
-
-    def total(a, b):  # per-slot sums of a[:, j] * b[:, k]: [n_slots, ja, kb]
-        out = np.empty((n_slots, a.shape[1], b.shape[1]))
-        for j in range(a.shape[1]):
-            for k in range(b.shape[1]):
-                out[:, j, k] = np.bincount(index, weights=a[:, j] * b[:, k], minlength=n_slots)
-        return out
-
-    r1 = r[:, None]
-    return {"n": np.bincount(index, minlength=n_slots).astype(float), "rr": total(r1, r1)[:, 0, 0],
-            "Xr": total(X, r1)[..., 0], "Zr": total(Z, r1)[..., 0], "XX": total(X, X), "XZ": total(X, Z),
-            "ZZ": total(Z, Z)}
 
 
 def sufficient_statistics(d: Design, beta0: np.ndarray) -> dict:
@@ -568,9 +468,10 @@ def unidentifiable(n: int, n_groups: int, random_names, group: str, family: Fami
 
 
 def _check_identifiable(d: Design, family: Family) -> None:
-    error = unidentifiable(len(d.y), len(d.groups.categories), d.random_names, d.group, family, d.blocks)
-    if error:
-        raise ValueError(error)
+    for t in d.structure.terms:
+        error = unidentifiable(len(d.y), t.factor.n_levels, t.names, t.factor.name, family, t.blocks)
+        if error:
+            raise ValueError(error)
 
 
 def initial_values(d: Design, family: Family, start: dict | None) -> tuple[dict, np.ndarray]:
@@ -621,12 +522,12 @@ def _check_response(d: Design, family: Family) -> None:
     if error:
         raise ValueError(error)
     if family.name == "binomial" and (d.trials is None or np.all(d.trials == 1)):
-        codes = np.asarray(d.groups.codes)
-        lo = np.bincount(codes, weights=d.y == 0, minlength=len(d.groups.categories))
-        n = np.bincount(codes, minlength=len(d.groups.categories))
-        if np.all((lo == 0) | (lo == n)):
-            raise ValueError(f"the 0/1 response is all one value within every level of {d.group!r}: the "
-                             "random-effect variance is not identified (complete separation by group)")
+        for f in d.structure.factors:
+            lo = np.bincount(f.codes, weights=d.y == 0, minlength=f.n_levels)
+            n = np.bincount(f.codes, minlength=f.n_levels)
+            if n.max() > 1 and np.all((lo == 0) | (lo == n)):
+                raise ValueError(f"the 0/1 response is all one value within every level of {f.name!r}: the "
+                                 "random-effect variance is not identified (complete separation by group)")
 
 
 def constant_response(y: np.ndarray, family: Family, response: str) -> str | None:
@@ -666,22 +567,27 @@ def formula_model(formula: str, data, family="gaussian", categorical=(), na_acti
     error = no_residual_dof(len(d.y), d.X.shape[1], fam)
     if error:
         raise ValueError(error)
-    nll, report, ranef = model_functions(fam, d.blocks)
+    st = d.structure
+    nll, report, ranef, global_nll = model_functions(fam, st.layout)
     theta0, beta0 = initial_values(d, fam, start)
-    if sufficient and fam is GAUSSIAN_FAMILY:
-        nll, report, ranef = gaussian_stats_functions(d.blocks)
+    closed = sufficient and fam is GAUSSIAN_FAMILY and not st.n_global
+    if closed:
+        nll, report, ranef = gaussian_stats_functions(st.layout)
         stats = sufficient_statistics(d, ols(d.y, d.X)[0])
         grouped = group_data(stats, np.asarray(d.groups.categories, dtype=object), levels=list(d.groups.categories),
                              observations=len(d.y))
+    n_levels = tuple(st.terms[i].factor.n_levels for i in st.layout.global_terms)
     model = Model(nll=nll, theta=theta0, beta=beta0, n_random=d.Z.shape[1],
                   report=report, ranef=ranef, beta_names=d.beta_names, random_names=d.random_names,
-                  group=d.group, family=fam.name, formula=formula, signs=lambda_signs(d.blocks),
-                  random_blocks=tuple(int(k) for k in d.blocks))
-    if not (sufficient and fam is GAUSSIAN_FAMILY):
-        arrays = {"y": d.y, "X": d.X, "Z": d.Z}
+                  group=d.group, family=fam.name, formula=formula, signs=lambda_signs(st.layout, n_levels),
+                  random_terms=st.term_names(), n_global=st.n_global, global_nll=global_nll,
+                  global_names=st.global_names)
+    if not closed:
+        arrays = {"y": d.y, "X": d.X, "Z": d.Z, **st.global_Z}
         if fam.name == "binomial":
             arrays["trials"] = d.trials if d.trials is not None else np.ones_like(d.y)
-        grouped = group_data(arrays, np.asarray(d.groups, dtype=object), levels=list(d.groups.categories))
+        grouped = group_data(arrays, np.asarray(d.groups, dtype=object), levels=list(d.groups.categories),
+                             **({"global_index": st.global_index, "n_global": st.n_global} if st.n_global else {}))
     return model, grouped, d
 
 
@@ -842,10 +748,33 @@ def default_method(family) -> str:
 INVERSE_LINKS = {"identity": lambda eta: eta, "log": np.exp, "logit": lambda eta: 0.5 * (1.0 + np.tanh(0.5 * eta))}
 
 
-def linear_predictor(result, design: Design) -> np.ndarray:
-    """``X beta + Z b_group`` of every observation at the conditional modes, in row order."""
+def linear_predictor(result, design: Design, family: Family | None = None) -> np.ndarray:
+    """``eta`` of every observation at the conditional modes, in row order: ``X beta``, the
+    subject's local part ``Z b_subject`` and each global term's ``Z_t b_t[level]``."""
     code = np.asarray(design.groups.codes)
-    return design.X @ result.beta + np.sum(design.Z * result.b[code], axis=1)
+    eta = design.X @ result.beta + np.sum(design.Z * result.b[code], axis=1)
+    st = getattr(design, "structure", None)      # None: a design without global terms
+    if st is None or not st.n_global:
+        return eta
+    for j, (level_b, t) in enumerate(global_effects(result, st, family)):
+        eta = eta + np.sum(st.global_Z[f"Zg{j}"] * level_b[t.factor.codes], axis=1)
+    return eta
+
+
+def global_effects(result, st, family: Family | None = None) -> list:
+    """``[(b [levels, k], term)]`` of each global term: ``s Lambda_t v`` at the conditional
+    modes ``v`` (``result.extra["v"]``); ``family``: the fit's (default: by its name)."""
+    fam = get_family(result.family) if family is None else family
+    scale = float(np.asarray(fam.scale(result.theta)))
+    lam = np.asarray(result.theta["lambda"])
+    v, out, start = np.asarray(result.extra["v"]), [], 0
+    for i in st.layout.global_terms:
+        t = st.terms[i]
+        k, n = len(t.names), t.factor.n_levels
+        V = v[start:start + k * n].reshape(n, k)
+        out.append((scale * V @ np.asarray(st.layout.term_lambda(lam, i)).T, t))
+        start += k * n
+    return out
 
 
 def conditional_residuals(result, design: Design, grouped=None, family=None, scaled: bool = False):
@@ -862,7 +791,7 @@ def conditional_residuals(result, design: Design, grouped=None, family=None, sca
     inverse = INVERSE_LINKS.get(family.link)
     if inverse is None:
         return None
-    eta = linear_predictor(result, design)
+    eta = linear_predictor(result, design, family)
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):   # mu = 0 or 1: +-inf, as in R
         y, mu = design.y, inverse(eta)
         trials = None
@@ -894,7 +823,7 @@ def separation(result, design: Design, family: Family) -> str | None:
     over the range of their column."""
     if family.name not in ("binomial", "poisson"):
         return None
-    eta = linear_predictor(result, design)
+    eta = linear_predictor(result, design, family)
     with np.errstate(over="ignore"):
         mu = np.exp(eta) if family.name == "poisson" else 1.0 / (1.0 + np.exp(-eta))
     bad = (mu < NUMERICALLY_ZERO) | ((mu > 1 - NUMERICALLY_ZERO) if family.name == "binomial" else False)
@@ -943,7 +872,8 @@ def fit_formula(formula: str, data, family="gaussian", method: str | None = None
     result = _fit_with_fallback(model, grouped, method, fit_options, fam, multistart=start is None)
     resid = conditional_residuals(result, d, grouped, fam)
     scaled = conditional_residuals(result, d, grouped, fam, scaled=True)
-    extra = dict(result.extra, residuals=resid, scaled_residuals=scaled, dropped=d.dropped, link=fam.link)
+    extra = dict(result.extra, residuals=resid, scaled_residuals=scaled, dropped=d.dropped, link=fam.link,
+                 groups={f.name: f.n_levels for f in d.structure.factors})
     separated = separation(result, d, fam)
     if separated:
         warnings.warn(separated, AdmbjaxWarning, stacklevel=2)

@@ -58,9 +58,15 @@ class Model:
       random_blocks: the sizes of the blocks of ``G`` (``report``'s ``"G"``) that are
         correlated within and independent of each other, in order: lme4's terms on the
         grouping factor (``(x || g)`` gives ``(1, 1)``); default one block of ``n_random``.
-      signs: optional ``signs(theta) -> (theta_signs, u_signs)``, a change of sign of
-        entries of ``theta`` (a pytree of +-1 like ``theta``) and of components of ``u``
-        (``[q]``) that changes none of ``nll``, ``report`` and ``ranef``, chosen from
+      random_terms: ``((group, names), ...)``, the blocks of ``G`` as lme4's terms: each
+        one's grouping factor and effect names (lme4's ``VarCorr``). Default: every block
+        of ``random_blocks`` on ``group``, named by ``random_names``. With it ``G`` may be
+        larger than ``u`` (a formula with nested or crossed factors: ``G`` holds one level of
+        every term).
+      signs: optional ``signs(theta) -> (theta_signs, u_signs[, v_signs])``, a change of
+        sign of entries of ``theta`` (a pytree of +-1 like ``theta``) and of components of
+        ``u`` (``[q]``) and of ``v`` (``[m]``, models with global random effects; default
+        none) that changes none of ``nll``, ``report`` and ``ranef``, chosen from
         ``theta`` to put it in a canonical form. Results are reported after it: the
         columns of lme4's ``Lambda`` have a free sign, and lme4 reports a non-negative
         diagonal. A ``signs`` with the attribute ``batched = True`` also takes a batch of
@@ -83,6 +89,7 @@ class Model:
     global_nll: Callable | None = None
     global_names: tuple = ()
     random_blocks: tuple = ()
+    random_terms: tuple = ()
 
     def __post_init__(self):
         if not callable(self.nll):
@@ -108,11 +115,21 @@ class Model:
             object.__setattr__(self, "beta_names", tuple(f"beta[{j}]" for j in range(p)))
         if not self.random_names:
             object.__setattr__(self, "random_names", tuple(f"u[{j}]" for j in range(self.n_random)))
-        if not self.random_blocks:
-            object.__setattr__(self, "random_blocks", (int(self.n_random),))
-        if sum(self.random_blocks) != int(self.n_random) or min(self.random_blocks) < 1:
-            raise ValueError(f"`random_blocks` {self.random_blocks} must be positive sizes adding up to "
-                             f"n_random = {self.n_random}")
+        if self.random_terms:
+            terms = tuple((str(g), tuple(names)) for g, names in self.random_terms)
+            if any(not names for _, names in terms):
+                raise ValueError(f"`random_terms` {self.random_terms} has a term without effect names")
+            object.__setattr__(self, "random_terms", terms)
+            object.__setattr__(self, "random_blocks", tuple(len(names) for _, names in terms))
+        else:
+            if not self.random_blocks:
+                object.__setattr__(self, "random_blocks", (int(self.n_random),))
+            if sum(self.random_blocks) != int(self.n_random) or min(self.random_blocks) < 1:
+                raise ValueError(f"`random_blocks` {self.random_blocks} must be positive sizes adding up to "
+                                 f"n_random = {self.n_random}")
+            starts = np.cumsum((0,) + tuple(self.random_blocks))
+            object.__setattr__(self, "random_terms", tuple(
+                (self.group, tuple(self.random_names[a:b])) for a, b in zip(starts[:-1], starts[1:])))
         if len(self.beta_names) != p:
             raise ValueError(f"`beta_names` has {len(self.beta_names)} names for {p} fixed effects")
 

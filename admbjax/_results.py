@@ -44,7 +44,8 @@ class FitResult:
     their delta-method standard errors. ``u`` are conditional modes of the spherical random
     effects, ``b``/``b_sd`` those on the reporting scale with conditional SDs; a model with
     global random effects has their conditional modes (spherical scale) in ``extra["v"]``.
-    ``random_blocks``: the sizes of ``G``'s independent blocks, lme4's terms (JSON ``random``).
+    ``random_terms``: ``G``'s independent blocks as lme4's terms, ``((group, names), ...)``
+    (:attr:`Model.random_terms`; JSON ``random``).
     """
 
     method: str
@@ -81,7 +82,7 @@ class FitResult:
     scaled_grad: float = float("nan")
     messages: tuple = ()
     extra: dict = field(default_factory=dict)
-    random_blocks: tuple = ()     # sizes of G's independent blocks: lme4's terms (Model.random_blocks)
+    random_terms: tuple = ()      # G's independent blocks: lme4's terms (Model.random_terms)
 
     @property
     def criterion(self) -> float:
@@ -145,7 +146,7 @@ class FitResult:
             if key == "G":
                 continue
             est, s = np.atleast_1d(est), np.atleast_1d(self.report_se[key])
-            labels = _report_labels(key, self.random_names, self.group, est.size)
+            labels = _report_labels(key, self.random_terms, est.size)
             for lab, e, v in zip(labels, est, s):
                 if key in POSITIVE and e > 0:
                     with np.errstate(over="ignore"):     # an SD at the boundary: up to inf, as it should
@@ -159,16 +160,15 @@ class FitResult:
         return pd.DataFrame({"Estimate": est, "Std. Error": s, lo_name: lo, hi_name: hi}, index=list(rows))
 
     def varcorr(self):
-        """lme4's ``VarCorr`` table as a DataFrame (Groups, Name, Variance, Std.Dev., Corr)."""
+        """lme4's ``VarCorr`` table as a DataFrame (Groups, Name, Variance, Std.Dev., Corr.*),
+        one row per effect of every term, then the residual."""
         import pandas as pd
 
-        G = self.G
-        sd = np.sqrt(np.diag(G))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            corr = G / np.outer(sd, sd)
-        rows = [{"Groups": self.group, "Name": n, "Variance": G[i, i], "Std.Dev.": sd[i],
-                 **{f"Corr.{self.random_names[j]}": corr[i, j] for j in range(i)}}
-                for i, n in enumerate(self.random_names)]
+        rows = []
+        for t in random_record(self.random_terms, self.G):
+            names, cov, sd, corr = t["names"], t["cov"], t["sd"], t["corr"]
+            rows += [{"Groups": t["group"], "Name": n, "Variance": cov[i][i], "Std.Dev.": sd[i],
+                      **{f"Corr.{names[j]}": corr[i][j] for j in range(i)}} for i, n in enumerate(names)]
         if self.sigma is not None:
             rows.append({"Groups": "Residual", "Name": "", "Variance": self.sigma**2, "Std.Dev.": self.sigma})
         return pd.DataFrame(rows)
@@ -224,7 +224,7 @@ class FitResult:
         G = self.G
         return record(self.method, self.family, self.formula, self.n_obs, self.n_groups, self.nll,
                       self.beta_names, self.beta.tolist(), self.beta_se.tolist(),
-                      random_record(self.group, self.random_names, G, self.random_blocks),
+                      random_record(self.random_terms, G),
                       self.sigma, self.df, self.converged, self.singular, self.max_abs_grad, self.scaled_grad,
                       self.iterations, self.time_compile, self.time_fit)
 
@@ -265,12 +265,15 @@ def full_vcov_default(family: str) -> bool:
     return family not in CONDITIONAL_VCOV_FAMILIES
 
 
-def _report_labels(key, names, group, size):
-    if key == "sd" and size == len(names):
-        return [f"{group}.sd_{n}" for n in names]
-    if key == "corr":
-        rows, cols = np.tril_indices(len(names), -1)
-        return [f"{group}.cor_{names[j]}.{names[i]}" for i, j in zip(rows, cols)]
+def _report_labels(key, terms, size):
+    """Labels of a report entry: ``sd`` and ``corr`` (the formula models') by lme4's
+    terms (``Subject.sd_Days``, ``Subject.cor_Days.(Intercept)``), else ``key[i]``."""
+    sd = [(g, n) for g, names in terms for n in names]
+    corr = [(g, names[j], names[i]) for g, names in terms for j in range(len(names)) for i in range(j + 1, len(names))]
+    if key == "sd" and size == len(sd):
+        return [f"{g}.sd_{n}" for g, n in sd]
+    if key == "corr" and size == len(corr):
+        return [f"{g}.cor_{a}.{b}" for g, a, b in corr]
     return [key] if size == 1 else [f"{key}[{i}]" for i in range(size)]
 
 
@@ -390,13 +393,14 @@ def _conditions(data: GroupedData, ok, inner_converged, curvature, grad: float, 
     return msgs
 
 
-def _canonical(model, layout, x, x_cov, u):
-    """``x``, its covariance and ``u`` after ``model.signs`` (unchanged without it)."""
+def _canonical(model, layout, x, x_cov, u, v):
+    """``x``, its covariance, ``u`` and ``v`` after ``model.signs`` (unchanged without it)."""
     if model.signs is None:
-        return x, x_cov, u
-    theta_signs, u_signs = model.signs(jax.tree.map(np.asarray, layout.theta_of(x)))
+        return x, x_cov, u, v
+    theta_signs, u_signs, *v_signs = model.signs(jax.tree.map(np.asarray, layout.theta_of(x)))
     sx = np.asarray(layout.flat(theta_signs, np.ones(model.n_fixed)))
-    return x * sx, x_cov * np.outer(sx, sx), u * np.asarray(u_signs)
+    v = v * np.asarray(v_signs[0]) if v_signs else v
+    return x * sx, x_cov * np.outer(sx, sx), u * np.asarray(u_signs), v
 
 
 def _batch_signs(signs, layout, X):
@@ -405,7 +409,7 @@ def _batch_signs(signs, layout, X):
     if signs is None or not getattr(signs, "batched", False):
         return None
     lanes = X.shape[0]
-    theta_signs, u_signs = signs(layout.theta_lanes(X))
+    theta_signs, u_signs = signs(layout.theta_lanes(X))[:2]     # a batch has no global effects
     parts = [np.reshape(a, (lanes, -1)) for a in jax.tree.leaves(theta_signs)]
     sx = np.concatenate(parts + [np.ones((lanes, X.shape[1] - layout.n_theta))], axis=1)
     return sx, np.asarray(u_signs)
@@ -492,8 +496,9 @@ class LaneTable:
                                             status_text, hessian_pd, singular,
                                             ((inf.beta_cov_full if full_vcov_default(model.family) else inf.beta_cov)[j],
                                              inf.beta_cov[j]), float(self.scaled_grad[j]), saddle)
+        v = inf.v[j]
         if self.signs is None:
-            x, x_cov, u = _canonical(model, layout, opt.x[j], inf.x_cov[j], inf.u[j, :n])
+            x, x_cov, u, v = _canonical(model, layout, opt.x[j], inf.x_cov[j], inf.u[j, :n], v)
         else:
             sx, su = self.signs[0][j], self.signs[1][j]
             x, x_cov, u = opt.x[j] * sx, inf.x_cov[j] * np.outer(sx, sx), inf.u[j, :n] * su
@@ -505,7 +510,7 @@ class LaneTable:
             x=x, x_names=_x_names(layout, tuple(model.beta_names)), x_cov=x_cov,
             report=jax.tree.map(lambda a: a[j], inf.report), report_se=jax.tree.map(lambda a: a[j], inf.report_se),
             nll=float(opt.f[j]), u=u, b=inf.b[j, :n], b_sd=inf.b_sd[j, :n],
-            random_names=tuple(model.random_names), random_blocks=tuple(model.random_blocks),
+            random_names=tuple(model.random_names), random_terms=tuple(model.random_terms),
             converged=converged, status=status_text,
             iterations=int(opt.iterations[j]), max_abs_grad=grad,
             hessian_pd=hessian_pd, inner_converged=inner_converged,
@@ -513,5 +518,5 @@ class LaneTable:
             time_compile=self.t_compile if j == 0 else 0.0, time_fit=self.t_fit,
             scaled_grad=float(self.scaled_grad[j]), messages=tuple(msgs),
             extra={"laplace_reliable": reliable, "n_agq": self.fs.spec.n_agq, "optimiser": self.fs.optimiser.name,
-                   **({"v": inf.v[j]} if inf.v.shape[-1] else {})},
+                   **({"v": v} if inf.v.shape[-1] else {})},
         )

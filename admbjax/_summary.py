@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._varcorr import random_record
+from ._varcorr import groups_line, random_record
 
 _FAMILY_TITLE = {
     "gaussian": "Linear mixed model fit by {method}",
@@ -50,7 +50,7 @@ def _random_lines(res) -> list[str]:
     G = res.G
     if G is None:
         return []
-    terms = random_record(res.group, res.random_names, G, res.random_blocks)
+    terms = random_record(res.random_terms, G)
     correlated = any(len(t["names"]) > 1 for t in terms)
     rows = [["Groups", "Name", "Variance", "Std.Dev.", "Corr" if correlated else ""]]
     for t in terms:            # lme4's layout: one group label per term, correlations below the diagonal
@@ -64,7 +64,8 @@ def _random_lines(res) -> list[str]:
         label = "Residual" if res.family == "gaussian" else "Scale"
         rows.append([label, "", f"{res.sigma ** 2:.5g}", f"{res.sigma:.5g}", ""])
     out = ["Random effects:"] + _table(rows, right={2, 3})
-    out.append(f"Number of obs: {res.n_obs}, groups:  {res.group}, {res.n_groups}")
+    n_levels = res.extra.get("groups") or {res.group: res.n_groups}
+    out.append(f"Number of obs: {res.n_obs}, " + groups_line(res.random_terms, n_levels))
     if res.df is not None:
         ci = res.confint().loc["df"]
         out.append(f"Student-t degrees of freedom: {res.df:.4g} (SE {ci['Std. Error']:.3g}; "

@@ -1,7 +1,8 @@
 """The random-effect terms of a fit as lme4 reports them: ``VarCorr``'s terms and rows.
 
-A grouping factor's covariance ``G`` is block diagonal over lme4's terms on it (the blocks
-of ``Lambda``: ``(Days || Subject)`` is two terms, ``Subject`` and ``Subject.1``);
+The random effects' covariance ``G`` (one level of every term) is block diagonal over lme4's
+terms (the blocks of ``Lambda``: ``(Days || Subject)`` is two terms, ``Subject`` and
+``Subject.1``; ``(1 | batch/cask)`` two, ``cask:batch`` and ``batch``);
 :func:`random_record` splits it into them and :func:`varcorr_rows` writes lme4's
 ``as.data.frame(VarCorr(m))`` (Bates et al. 2015, J. Stat. Softw. 67(1), section 5.1).
 """
@@ -23,22 +24,32 @@ def sd_corr(G):
     return sd, np.where(np.isfinite(corr), corr, 0.0)
 
 
-def random_record(group, names, G, blocks=None) -> list:
+def random_record(terms, G) -> list:
     """The ``random`` entry of :func:`record`: one object per term (``group``, ``names``,
-    ``cov``, ``sd``, ``corr``), the blocks of the random effects' covariance ``G`` (sizes
-    ``blocks``, default one; ``[]`` without ``G``). A grouping factor with several terms is
-    named as lme4 names them: ``Subject``, ``Subject.1``, ..."""
+    ``cov``, ``sd``, ``corr``), the blocks of the random effects' covariance ``G`` in the
+    order of ``terms`` (``((group, names), ...)``, :attr:`Model.random_terms`; ``[]``
+    without ``G``). A grouping factor with several terms is named as lme4 names them:
+    ``Subject``, ``Subject.1``, ..."""
     if G is None:
         return []
     G = np.asarray(G, dtype=float)
-    terms, start = [], 0
-    for i, k in enumerate(blocks or (G.shape[0],)):
+    out, start, seen = [], 0, {}
+    for group, names in terms:
+        k = len(names)
         g = G[start:start + k, start:start + k]
         sd, corr = sd_corr(g)
-        terms.append({"group": group if i == 0 else f"{group}.{i}", "names": list(names[start:start + k]),
-                      "cov": g.tolist(), "sd": sd.tolist(), "corr": corr.tolist()})
+        n = seen[group] = seen.get(group, -1) + 1
+        out.append({"group": group if n == 0 else f"{group}.{n}", "names": list(names),
+                    "cov": g.tolist(), "sd": sd.tolist(), "corr": corr.tolist()})
         start += k
-    return terms
+    return out
+
+
+def groups_line(terms, n_levels) -> str:
+    """lme4's ``Number of obs`` tail: ``groups:  cask:batch, 30; batch, 10``, each grouping
+    factor once, in the order of ``terms``; ``n_levels``: group name -> its levels."""
+    groups = dict.fromkeys(g for g, _ in terms)
+    return "groups:  " + "; ".join(f"{g}, {n_levels[g]}" for g in groups)
 
 
 def varcorr_rows(terms, sigma) -> list:

@@ -22,8 +22,9 @@ def fit(formula, df, **kw):
 @pytest.mark.parametrize("formula, message", [
     ("y ~ z + (1 | g)", r"column\(s\) \['z'\] that `data` lacks; available: \['y', 'x', 'g', 'w', 'h'\]"),
     ("y ~ x", "has no random-effect term"),
-    ("y ~ x + (1 | g) + (1 | h)", r"different grouping factors \(g, h\) are crossed or nested"),
-    ("y ~ x + (1 | g/h)", "nested or interaction grouping factors"),
+    ("y ~ x + (1 | g + h)", "must be a column, an interaction of columns"),
+    ("y ~ x + (1 | g/)", "empty part of the grouping factor"),
+    ("y ~ x + (1 | g:g)", "names a column twice"),
     ("y ~ x + (1 | g", "unbalanced"),
     ("y x + (1 | g)", "expected one '~'"),
     ("~ x + (1 | g)", "no response"),
