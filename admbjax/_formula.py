@@ -25,14 +25,12 @@ import numpy as np
 import pandas as pd
 from jax.scipy.stats import norm
 
-from . import _syntax
-from . import _reterms
+from . import _reterms, _syntax
 from ._data import _list, group_data
 from ._fit import fit
 from ._families import GAUSSIAN as GAUSSIAN_FAMILY
 from ._families import Family, get_family, glm_start, ols
 from ._formula_nll import gaussian_stats_functions, lambda_signs, model_functions, subject_totals
-from ._lambda import lambda_index
 from ._model import Model
 from ._objective import make_objective
 from ._results import AdmbjaxWarning
@@ -429,9 +427,9 @@ def design(formula: str, df: pd.DataFrame, categorical=(), na_action: str = "fai
                 raise ValueError(error)
         Z = Zb.to_numpy()
         if bar.double:      # lme4 splits (x || g) into (1 | g) + (0 + x | g) before ordering the terms
-            terms += [_reterms.Term(factors[bar.group], (n,), Z[:, [e]], False) for e, n in enumerate(Zb.columns)]
+            terms += [_reterms.Term(factors[bar.group], (n,), Z[:, [e]]) for e, n in enumerate(Zb.columns)]
         else:
-            terms.append(_reterms.Term(factors[bar.group], tuple(Zb.columns), Z, False))
+            terms.append(_reterms.Term(factors[bar.group], tuple(Zb.columns), Z))
     st = _reterms.structure(terms, X.shape[1])
     subject = pd.Categorical.from_codes(st.subject.codes, categories=list(st.subject.levels))
     return Design(formula, y, X.to_numpy(), tuple(X.columns), st.Z, st.u_names, st.layout.blocks,
@@ -485,8 +483,7 @@ def initial_values(d: Design, family: Family, start: dict | None) -> tuple[dict,
     if unknown:
         raise ValueError(f"`start` has unknown key(s) {sorted(unknown)}; allowed: beta, sigma, df")
     beta = glm_start(family, d.y, d.X, d.trials)
-    _, _, diag = lambda_index(d.blocks)
-    theta = {"lambda": diag.astype(float)}
+    theta = {"lambda": d.structure.layout.diag.astype(float)}
     if "log_sigma" in family.dispersion:
         resid = d.y - d.X @ beta
         sigma = 1.4826 * np.median(np.abs(resid)) if family.name == "student_t" else ols(d.y, d.X)[1]

@@ -43,17 +43,16 @@ class Factor:
 @dataclass(frozen=True, eq=False)
 class Term:
     """A random-effect term: ``Z`` (``[rows, k]``, columns ``names``) for each level of
-    ``factor``; ``double`` for ``||`` (uncorrelated: one block per effect)."""
+    ``factor``, correlated within the level (a ``||`` term is split into one term per
+    effect before it gets here, as lme4 splits it)."""
 
     factor: Factor
     names: tuple
     Z: np.ndarray
-    double: bool
 
     @property
     def blocks(self) -> tuple:
-        k = len(self.names)
-        return (1,) * k if self.double else (k,)
+        return (len(self.names),)
 
 
 def interaction(frame: pd.DataFrame, columns: tuple, name: str) -> Factor:
@@ -61,11 +60,6 @@ def interaction(frame: pd.DataFrame, columns: tuple, name: str) -> Factor:
     ordered as R's ``a:b`` (first column slowest), unused combinations dropped."""
     codes = [np.asarray(frame[c].cat.codes, dtype=np.int64) for c in columns]
     cats = [list(frame[c].cat.categories) for c in columns]
-    if len(codes) == 1:
-        used = np.unique(codes[0])
-        remap = np.full(len(cats[0]), -1, dtype=np.int64)
-        remap[used] = np.arange(len(used))
-        return Factor(name, remap[codes[0]], tuple(str(cats[0][i]) for i in used))
     key = np.zeros(len(frame), dtype=np.int64)
     for c, n in zip(codes, cats):
         key = key * len(n) + c
@@ -137,11 +131,11 @@ def _sizes(terms, subject: Factor) -> tuple[int, int, int]:
     return q, border, touched
 
 
-def _cost(terms, subject: Factor, n_rows: int, n_fixed: int) -> float:
-    """Floating-point work of a Laplace step with ``subject`` as subject: per subject
-    Hessians of width ``d`` (its ``u``, the global effects it touches and ``beta``) and
-    their factorisations, and the factorisation of the global border."""
-    q, border, touched = _sizes(terms, subject)
+def _cost(sizes: tuple, subject: Factor, n_rows: int, n_fixed: int) -> float:
+    """Floating-point work of a Laplace step with ``subject`` as subject (``sizes``: its
+    :func:`_sizes`): per subject Hessians of width ``d`` (its ``u``, the global effects it
+    touches and ``beta``) and their factorisations, and the factorisation of the border."""
+    q, border, touched = sizes
     d = q + touched + n_fixed
     return n_rows * d + subject.n_levels * d ** 3 + border ** 3 / 3.0
 
@@ -154,7 +148,7 @@ def choose_subject(terms, n_rows: int, n_fixed: int) -> Factor:
     factors = factors_of(terms)
     sizes = {f.name: _sizes(terms, f) for f in factors}
     nesting = [f for f in factors if sizes[f.name][1] == 0 and sizes[f.name][0] <= MAX_NESTED_Q]
-    return min(nesting or factors, key=lambda f: (_cost(terms, f, n_rows, n_fixed), -f.n_levels))
+    return min(nesting or factors, key=lambda f: (_cost(sizes[f.name], f, n_rows, n_fixed), -f.n_levels))
 
 
 @dataclass(frozen=True, eq=False)
@@ -188,15 +182,9 @@ class Structure:
         return factors_of(self.terms)
 
     def term_names(self) -> tuple:
-        """``(group, names)`` of each of lme4's terms (a ``||`` term split by effect, its
-        parts named ``g``, ``g.1``, ...: ``random_record`` names repeats)."""
-        out = []
-        for t in self.terms:
-            if t.double:
-                out += [(t.factor.name, (n,)) for n in t.names]
-            else:
-                out.append((t.factor.name, tuple(t.names)))
-        return tuple(out)
+        """``(group, names)`` of each of lme4's terms (:attr:`Model.random_terms`; repeats of
+        a group, as a split ``||`` term's, are named ``g``, ``g.1``, ... by ``random_record``)."""
+        return tuple((t.factor.name, tuple(t.names)) for t in self.terms)
 
 
 def structure(terms: list, n_fixed: int) -> Structure:
@@ -214,9 +202,8 @@ def structure(terms: list, n_fixed: int) -> Structure:
             for e in range(k):
                 wide[np.arange(n_rows), slot * k + e] = t.Z[:, e]
             local_Z.append(wide)
-            suffix = (lambda s: "") if t.factor is subject else (lambda s: f"[{s}]")
-            u_names += [f"{n}|{t.factor.name}{suffix(s)}" if t.factor is not subject else n
-                        for s in range(slots) for n in t.names]
+            u_names += (list(t.names) if t.factor is subject
+                        else [f"{n}|{t.factor.name}[{s}]" for s in range(slots) for n in t.names])
             layouts.append(TermLayout(t.blocks, slots))
         else:
             j = len(g_Z)

@@ -33,7 +33,7 @@ def test_fast_paths_equal_the_per_observation_laplace_engine(formula, data, meth
     np.testing.assert_allclose(closed.x_cov / se, engine.x_cov / se, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(closed.b, engine.b, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(closed.b_sd, engine.b_sd, rtol=1e-6)
-    diag = admbjax._formula.lambda_index(design.blocks)[2]      # reported as lme4 does (Model.signs)
+    diag = admbjax._lambda.lambda_index(design.blocks)[2]      # reported as lme4 does (Model.signs)
     assert np.all(closed.theta["lambda"][diag] >= 0) and np.all(engine.theta["lambda"][diag] >= 0)
     # make_objective gives what fit optimises: the closed form; the engine on the sufficient
     # statistics (closed_form=False) and on the observations agree with it away from the optimum
