@@ -26,11 +26,12 @@ import pandas as pd
 from jax.scipy.stats import norm
 
 from . import _reterms, _syntax
-from ._data import _list, group_data
+from ._data import GroupedData, _list, group_data
 from ._fit import fit
 from ._families import GAUSSIAN as GAUSSIAN_FAMILY
 from ._families import Family, get_family, glm_start, ols
-from ._formula_nll import gaussian_stats_functions, lambda_signs, model_functions, subject_totals
+from ._formula_nll import (crossed_totals, gaussian_crossed_stats_functions, gaussian_stats_functions, lambda_signs,
+                           model_functions, subject_totals)
 from ._model import Model
 from ._objective import make_objective
 from ._results import AdmbjaxWarning
@@ -567,25 +568,46 @@ def formula_model(formula: str, data, family="gaussian", categorical=(), na_acti
     st = d.structure
     nll, report, ranef, global_nll = model_functions(fam, st.layout)
     theta0, beta0 = initial_values(d, fam, start)
-    closed = sufficient and fam is GAUSSIAN_FAMILY and not st.n_global
-    if closed:
-        nll, report, ranef = gaussian_stats_functions(st.layout)
-        stats = sufficient_statistics(d, ols(d.y, d.X)[0])
-        grouped = group_data(stats, np.asarray(d.groups.categories, dtype=object), levels=list(d.groups.categories),
-                             observations=len(d.y))
+    closed = sufficient and fam is GAUSSIAN_FAMILY
     n_levels = tuple(st.terms[i].factor.n_levels for i in st.layout.global_terms)
+    if closed and not st.n_global:
+        nll, report, ranef = gaussian_stats_functions(st.layout)
+        grouped = _stats_data(d, sufficient_statistics(d, ols(d.y, d.X)[0]))
     model = Model(nll=nll, theta=theta0, beta=beta0, n_random=d.Z.shape[1],
                   report=report, ranef=ranef, beta_names=d.beta_names, random_names=d.random_names,
                   group=d.group, family=fam.name, formula=formula, signs=lambda_signs(st.layout, n_levels),
                   random_terms=st.term_names(), n_global=st.n_global, global_nll=global_nll,
                   global_names=st.global_names)
-    if not closed:
+    if not closed or st.n_global:
         arrays = {"y": d.y, "X": d.X, "Z": d.Z, **st.global_Z}
         if fam.name == "binomial":
             arrays["trials"] = d.trials if d.trials is not None else np.ones_like(d.y)
         grouped = group_data(arrays, np.asarray(d.groups, dtype=object), levels=list(d.groups.categories),
                              **({"global_index": st.global_index, "n_global": st.n_global} if st.n_global else {}))
+    if closed and st.n_global:
+        nll, report, ranef, global_nll = gaussian_crossed_stats_functions(st.layout, n_levels)
+        model = replace(model, nll=nll, global_nll=global_nll)
+        grouped = _crossed_stats_data(d, grouped)
     return model, grouped, d
+
+
+def _stats_data(d: Design, stats: dict) -> GroupedData:
+    """Per-subject statistics as grouped data: one row per subject, standing for its rows."""
+    levels = list(d.groups.categories)
+    return group_data(stats, np.asarray(levels, dtype=object), levels=levels, observations=len(d.y))
+
+
+def _crossed_stats_data(d: Design, grouped: GroupedData) -> GroupedData:
+    """The statistics of a Gaussian model with global terms (``_formula_nll.crossed_totals``
+    beside :func:`sufficient_statistics`), from its per-observation data ``grouped``: local
+    slots and the global index as ``grouped`` has them."""
+    beta0 = ols(d.y, d.X)[0]
+    stats = sufficient_statistics(d, beta0)
+    r = grouped.arrays["y"] - grouped.arrays["X"] @ beta0
+    st = d.structure
+    names = {(f"Zg{j}", e): f"v{j}_{e}" for j, i in enumerate(st.layout.global_terms) for e in range(len(st.terms[i].names))}
+    stats.update(crossed_totals(grouped, r * grouped.mask, names))
+    return replace(_stats_data(d, stats), local=grouped.local, n_global=grouped.n_global)
 
 
 #: Starts besides the default for a family whose likelihood can have several optima (not
@@ -774,6 +796,33 @@ def global_effects(result, st, family: Family | None = None) -> list:
     return out
 
 
+def ranef_tables(result, design: Design, family: Family | None = None) -> dict:
+    """lme4's ``ranef(m)``: for each grouping factor (lme4's order), a DataFrame of the
+    conditional modes of its random effects on the reporting scale, one row per level (in
+    level order), one column per effect of its terms (a ``||`` term's pieces side by side).
+    The subject's own effects and those of factors nested in it come from ``result.b``
+    (the subject's slots), a crossed factor's from the global modes (:func:`global_effects`)."""
+    st = design.structure
+    columns, values = {}, {}
+    glob = iter(global_effects(result, st, family) if st.n_global else ())
+    offset = 0
+    for i, t in enumerate(st.terms):
+        f, k, lay = t.factor, len(t.names), st.layout.terms[i]
+        if lay.is_global:
+            b = next(glob)[0]
+        elif f is st.subject:
+            b = result.b[:, offset:offset + k]
+        else:
+            slot, _ = _reterms.slots_within(f, st.subject)
+            first = np.unique(f.codes, return_index=True)[1]       # a row of each level
+            b = result.b[st.subject.codes[first][:, None], offset + slot[first][:, None] * k + np.arange(k)]
+        offset += 0 if lay.is_global else k * lay.slots
+        columns.setdefault(f.name, []).extend(t.names)
+        values.setdefault(f.name, []).append(b)
+    return {f.name: pd.DataFrame(np.concatenate(values[f.name], axis=1), columns=columns[f.name],
+                                 index=pd.Index(list(f.levels), name=f.name)) for f in st.factors}
+
+
 def conditional_residuals(result, design: Design, grouped=None, family=None, scaled: bool = False):
     """Residuals of every observation, in row order, at the conditional modes: on the
     response scale, ``y - mu`` with ``mu`` the inverse link of ``X beta + Z b_group``
@@ -870,7 +919,7 @@ def fit_formula(formula: str, data, family="gaussian", method: str | None = None
     resid = conditional_residuals(result, d, grouped, fam)
     scaled = conditional_residuals(result, d, grouped, fam, scaled=True)
     extra = dict(result.extra, residuals=resid, scaled_residuals=scaled, dropped=d.dropped, link=fam.link,
-                 groups={f.name: f.n_levels for f in d.structure.factors})
+                 groups={f.name: f.n_levels for f in d.structure.factors}, ranef=ranef_tables(result, d, fam))
     separated = separation(result, d, fam)
     if separated:
         warnings.warn(separated, AdmbjaxWarning, stacklevel=2)

@@ -115,6 +115,14 @@ def gaussian_stats_functions(layout: RandomLayout):
     """
     if layout.global_terms:
         raise ValueError("the sufficient-statistics Gaussian model has no global (crossed) terms")
+    nll, report, ranef = _gaussian_stats_nll(layout)
+    name_functions(f"gaussian_stats:{layout}", nll=nll)
+    nll.closed_form = LambdaMap(layout)    # its exact marginal: the objective is _gaussian.ClosedForm
+    return nll, report, ranef
+
+
+def _gaussian_stats_nll(layout: RandomLayout):
+    """``(nll, report, ranef)``: :func:`gaussian_stats_functions`' density, local terms only."""
     _, report, ranef, _ = model_functions(GAUSSIAN, layout)
 
     def nll(theta, beta, u, data):
@@ -127,8 +135,6 @@ def gaussian_stats_functions(layout: RandomLayout):
         per_row = data["n"] * (jnp.log(sigma) + 0.5 * LOG_2PI) + 0.5 * rss / sigma**2
         return jnp.sum(data["mask"] * per_row) - jnp.sum(norm.logpdf(u))
 
-    name_functions(f"gaussian_stats:{layout}", nll=nll)
-    nll.closed_form = LambdaMap(layout)    # its exact marginal: the objective is _gaussian.ClosedForm
     return nll, report, ranef
 
 
@@ -147,3 +153,59 @@ def subject_totals(index: np.ndarray, n_slots: int, r, X, Z) -> dict:
     return {"n": np.bincount(index, minlength=n_slots).astype(float), "rr": total(r1, r1)[:, 0, 0],
             "Xr": total(X, r1)[..., 0], "Zr": total(Z, r1)[..., 0], "XX": total(X, X), "XZ": total(X, Z),
             "ZZ": total(Z, Z)}
+
+
+@functools.lru_cache(maxsize=None)
+def gaussian_crossed_stats_functions(layout: RandomLayout, n_levels: tuple):
+    """``(nll, report, ranef, global_nll)`` of the Gaussian model with global (crossed) terms
+    on per-subject sufficient statistics (:func:`crossed_totals`): the density of
+    :func:`gaussian_stats_functions` plus the global effects a subject touches, in its local
+    slots (``data["slot"]``: the index into ``v`` of each). With ``b_v = sigma Lambda_g v``
+    at those slots and ``G`` the raw global design of the subject's rows, the residual sum
+    of squares gains ``-2 b_v'G'r + 2 b_v'G'Z b + 2 b_v'G'X d + b_v'G'G b_v``.
+    """
+    lambda_of = LambdaMap(layout, tuple(int(n) for n in n_levels))
+    stats_nll, report, ranef = _gaussian_stats_nll(layout)
+    _, _, _, global_nll = model_functions(GAUSSIAN, layout)
+
+    def nll(theta, beta, u, data, v):
+        sigma = jnp.exp(theta["log_sigma"])
+        b = ranef(theta, beta, u)
+        b_v = sigma * lambda_of.local_global(theta, data["slot"][0]) @ v
+        d = beta - data["beta0"]
+        extra = (-2 * data["Gr"] @ b_v + 2 * jnp.einsum("l,ilq,q->i", b_v, data["GZ"], b)
+                 + 2 * jnp.einsum("l,ilp,ip->i", b_v, data["GX"], d) + jnp.einsum("l,ilk,k->i", b_v, data["GG"], b_v))
+        return stats_nll(theta, beta, u, data) + jnp.sum(data["mask"] * 0.5 * extra) / sigma**2
+
+    name_functions(f"gaussian_crossed_stats:{layout}:{n_levels}", nll=nll)
+    nll.closed_form = lambda_of
+    return nll, report, ranef, global_nll
+
+
+def crossed_totals(grouped, r, names: dict) -> dict:
+    """Each subject's statistics over its local slots of the global effects (``grouped``:
+    the per-observation :class:`GroupedData` with the global index; ``r``: the residual
+    ``y - X beta0`` packed as its rows): ``G'r`` (``[N, L]``), ``G'Z``, ``G'X``, ``G'G``, and
+    ``slot`` (``[N, L]``, the global effect of each slot, -1 unused). ``names``: each
+    global column of the design (``"Zg{j}"``, effect ``e``) -> its index name in ``grouped``.
+    Subjects are taken in chunks, so that the local design ``G`` (``[N, n_max, L]``) is
+    never whole in memory."""
+    n, n_max = grouped.shape
+    L = grouped.local.shape[1]
+    X, Z = grouped.arrays["X"], grouped.arrays["Z"]
+    out = {k: [] for k in ("Gr", "GZ", "GX", "GG")}
+    chunk = max(1, int(2e7 // max(1, n_max * L)))
+    for lo in range(0, n, chunk):
+        hi = min(n, lo + chunk)
+        G = np.zeros((hi - lo, n_max, L))
+        sub, row = np.indices((hi - lo, n_max))
+        for (column, e), name in names.items():
+            np.add.at(G, (sub, row, grouped.index[name][lo:hi]), grouped.arrays[column][lo:hi, :, e])
+        Gt = np.swapaxes(G, 1, 2)
+        out["Gr"].append(np.einsum("nlm,nm->nl", Gt, r[lo:hi]))
+        out["GZ"].append(Gt @ Z[lo:hi])
+        out["GX"].append(Gt @ X[lo:hi])
+        out["GG"].append(Gt @ G)
+    stats = {k: np.concatenate(v) for k, v in out.items()}
+    stats["slot"] = grouped.local.astype(float)
+    return stats

@@ -16,6 +16,22 @@ REML integrates ``beta`` out: ``d`` is the minimiser ``A^{-1} a`` of ``rss``
 ``1/2 log det A - p log sigma - p/2 log(2 pi)``. The conditional modes are
 ``u_i = L_i^{-T} (c_i - C_i d) / sigma``, with conditional covariance ``M_i^{-1}``.
 
+Global random effects ``v`` (crossed factors, shared by subjects; ``b_v = sigma Lambda_g v``)
+join ``d`` in the border ``w = (sigma v, d)`` of the same arrowhead, as in the Laplace engine
+and in MixedModels.jl's blocked Cholesky (Bates et al., MixedModels.jl): the subject's ``X_i``
+becomes its local border ``B_i = (G_i, X_i)``, ``G_i`` the raw design of the global effects
+it touches, and with ``C_i = L_i^{-1} Lambda' Z_i'B_i``, ``c_i`` as before,
+
+    A = Lambda_b' [sum_i P_i'(B_i'B_i - C_i'C_i)P_i] Lambda_b + diag(I_m, 0),
+    a = Lambda_b' sum_i P_i'(B_i'r_i - C_i'c_i),
+    rss(w) = sum_i (r_i'r_i - |c_i|^2) - 2 w'a + w'A w,
+
+(``P_i`` places a subject's local border in the whole one, ``Lambda_b = blockdiag(Lambda_g,
+I_p)``). ``v`` is always at its minimiser (given ``d`` for ML), and the random effects' log
+determinant gains ``log det A_vv``; REML's term is the log determinant of ``A``'s Schur
+complement on ``d``. No matrix over all random effects is formed: the border's is
+``(m + p) x (m + p)``.
+
 These are the numbers of the general Laplace engine on the same model (a test holds them
 equal), from a few q x q operations per subject: no inner Newton iterations, and small
 programs that compile in a fraction of the engine's time. The outer parameters and the
@@ -42,31 +58,73 @@ from ._engine import Engine, central_differences, fd_shifts
 
 #: The per-subject sufficient statistics the formula front end writes (``_formula``).
 STATS = ("n", "rr", "Xr", "Zr", "XX", "XZ", "ZZ")
+#: With global (crossed) effects, each subject's statistics over its local slots of ``v``
+#: (``G``: the raw design of the global terms, a subject's ``L`` slots; ``_formula_nll``).
+GLOBAL_STATS = ("Gr", "GZ", "GX", "GG")
 
 
 def totals(data):
     """Per-subject statistics summed over their rows (``[N, ...]``), and ``beta0``."""
     w = data["mask"] * data["subject_mask"][:, None]
-    s = {k: jnp.einsum("nm,nm...->n...", w, data["arrays"][k]) for k in STATS}
+    keys = STATS + (GLOBAL_STATS if "GG" in data["arrays"] else ())
+    s = {k: jnp.einsum("nm,nm...->n...", w, data["arrays"][k]) for k in keys}
     beta0 = jnp.einsum("nm,nmp->p", w, data["arrays"]["beta0"]) / jnp.sum(w)
     return s, beta0
 
 
-def pls(lam, s):
-    """``(L, ok, c, C, A, a)`` of penalised least squares at ``Lambda = lam``."""
+def _border_stats(s):
+    """``(B'r [N, P_L], Z'B [N, q, P_L], B'B [N, P_L, P_L])`` of each subject's local border
+    ``B = (G, X)``: its slots of the global effects (none without them), then ``X``."""
+    if "GG" not in s:
+        return s["Xr"], jnp.swapaxes(s["XZ"], 1, 2), s["XX"]
+    br = jnp.concatenate([s["Gr"], s["Xr"]], axis=1)
+    zb = jnp.swapaxes(jnp.concatenate([s["GZ"], s["XZ"]], axis=1), 1, 2)
+    bb = jnp.concatenate([jnp.concatenate([s["GG"], s["GX"]], axis=2),
+                          jnp.concatenate([jnp.swapaxes(s["GX"], 1, 2), s["XX"]], axis=2)], axis=1)
+    return br, zb, bb
+
+
+class _PLS(NamedTuple):
+    """The penalised least-squares system at one ``theta``, over the border ``w = (v~, d)``
+    (``v~ = sigma v``, the global effects; ``d = beta - beta0``): ``rss(w) = r0 - 2 w'a + w'A w``."""
+
+    chol: jax.Array      # [N, q, q] L_i
+    ok: jax.Array        # [N]
+    c: jax.Array         # [N, q]
+    C: jax.Array         # [N, q, P_L] against the raw local border
+    A: jax.Array         # [m + p, m + p]
+    a: jax.Array         # [m + p]
+    r0: jax.Array        # sum_i r_i'r_i - |c_i|^2
+    index: jax.Array | None  # [N, P_L] border positions of the local border; None without v
+
+
+def pls(lambda_of, theta, data, s) -> _PLS:
+    """:class:`_PLS` at ``theta``: each subject's ``M_i = L_i L_i'`` eliminated, its
+    contributions to the border added at their positions (``_laplace.border_sum2``), and the
+    border scaled by ``Lambda_b`` once, outside the sum over subjects."""
+    lam = lambda_of(theta)
     q = lam.shape[0]
+    br, zb, bb = _border_stats(s)
     chol, ok = _linalg.cholesky(jnp.einsum("ji,njk,kl->nil", lam, s["ZZ"], lam) + jnp.eye(q, dtype=lam.dtype))
     c = _linalg.solve_lower(chol, jnp.einsum("ji,nj->ni", lam, s["Zr"])[..., None])[..., 0]
-    C = _linalg.solve_lower(chol, jnp.einsum("ji,npj->nip", lam, s["XZ"]))
-    A = jnp.sum(s["XX"], 0) - jnp.einsum("nqp,nqr->pr", C, C)
-    a = jnp.sum(s["Xr"], 0) - jnp.einsum("nqp,nq->p", C, c)
-    return chol, ok, c, C, 0.5 * (A + A.T), a
-
-
-def _rss(s, e, d):
-    """The penalised RSS at ``d``, given ``e = c - C d`` (``[N, q]``)."""
-    return (jnp.sum(s["rr"]) - 2.0 * jnp.dot(d, jnp.sum(s["Xr"], 0)) + d @ jnp.sum(s["XX"], 0) @ d
-            - jnp.sum(e * e))
+    C = _linalg.solve_lower(chol, jnp.einsum("ji,njb->nib", lam, zb))
+    t_loc = bb - jnp.einsum("nqb,nqc->nbc", C, C)
+    a_loc = br - jnp.einsum("nqb,nq->nb", C, c)
+    m = lambda_of.n_global
+    if m:
+        p = s["Xr"].shape[1]
+        local = data["local"]          # the border: v, then beta (unused slots: m + p, dropped)
+        index = jnp.concatenate([jnp.where(local >= 0, local, m + p),
+                                 jnp.broadcast_to(m + jnp.arange(p, dtype=local.dtype), (local.shape[0], p))], axis=1)
+        T = _laplace.border_sum2(t_loc, index, m + p)
+        t = _laplace.border_sum(a_loc, index, m + p)
+        A = lambda_of.border_t(theta, lambda_of.border_t(theta, T).T) + jnp.diag(
+            jnp.concatenate([jnp.ones((m,), T.dtype), jnp.zeros((p,), T.dtype)]))
+        a = lambda_of.border_t(theta, t)
+    else:
+        index, A, a = None, jnp.sum(t_loc, 0), jnp.sum(a_loc, 0)
+    r0 = jnp.sum(s["rr"]) - jnp.sum(c * c)
+    return _PLS(chol, ok, c, C, 0.5 * (A + A.T), a, r0, index)
 
 
 class _Solution(NamedTuple):
@@ -74,25 +132,38 @@ class _Solution(NamedTuple):
 
     n: jax.Array         # observations
     beta0: jax.Array
-    d: jax.Array         # beta - beta0
-    e: jax.Array         # c - C d, [N, q]
-    rss: jax.Array       # penalised residual sum of squares at d
-    logdet: jax.Array    # sum_i log det M_i
+    w: jax.Array         # the border at its solution: (sigma v, beta - beta0)
+    e: jax.Array         # c - C w (the border's raw local part), [N, q]
+    rss: jax.Array       # penalised residual sum of squares at w
+    logdet: jax.Array    # sum_i log det M_i + log det A_vv: the random effects' (u, v) factor
+    logdet_beta: jax.Array   # log det of A's Schur complement on beta (REML's term)
     chol: jax.Array      # L_i
-    chol_a: jax.Array    # Cholesky factor of A
-    C: jax.Array
+    chol_a: jax.Array    # Cholesky factor of A (v first, then beta)
     ok: jax.Array        # [N] every factorisation succeeded
 
 
 def solve(lambda_of, theta, data, beta=None):
-    """:class:`_Solution` at ``theta``; ``beta=None`` takes the PLS minimiser ``A^{-1} a``."""
+    """:class:`_Solution` at ``theta``; ``beta=None`` takes the PLS minimiser ``A^{-1} a``;
+    a given ``beta`` (ML) takes ``v`` at its minimiser given ``beta``."""
     s, beta0 = totals(data)
-    chol, ok, c, C, A, a = pls(lambda_of(theta), s)
-    chol_a, ok_a = _linalg.cholesky(A)
-    d = _linalg.cho_solve(chol_a, a) if beta is None else beta - beta0
-    e = c - jnp.einsum("nqp,p->nq", C, d)
-    return _Solution(jnp.sum(s["n"]), beta0, d, e, _rss(s, e, d), jnp.sum(_linalg.logdet_from_cholesky(chol)),
-                     chol, chol_a, C, ok & ok_a)
+    sys = pls(lambda_of, theta, data, s)
+    m = lambda_of.n_global
+    chol_a, ok_a = _linalg.cholesky(sys.A)
+    if beta is None:
+        w = _linalg.cho_solve(chol_a, sys.a)
+    else:
+        d = beta - beta0
+        v = (_linalg.cho_solve(chol_a[:m, :m], sys.a[:m] - sys.A[:m, m:] @ d) if m
+             else jnp.zeros((0,), d.dtype))     # the leading block of chol(A) is chol(A_vv)
+        w = jnp.concatenate([v, d])
+    rss = sys.r0 - 2.0 * jnp.dot(w, sys.a) + w @ sys.A @ w
+    w_raw = lambda_of.border(theta, w)
+    w_loc = w_raw[None, :] if sys.index is None else _laplace.border_gather(w_raw, sys.index)
+    e = sys.c - jnp.einsum("nqb,nb->nq", sys.C, jnp.broadcast_to(w_loc, sys.C.shape[:1] + sys.C.shape[2:]))
+    log_diag = 2.0 * jnp.log(jnp.diagonal(chol_a))
+    logdet = jnp.sum(_linalg.logdet_from_cholesky(sys.chol)) + jnp.sum(log_diag[:m])
+    return _Solution(jnp.sum(s["n"]), beta0, w, e, rss, logdet, jnp.sum(log_diag[m:]), sys.chol, chol_a,
+                     sys.ok & ok_a)
 
 
 def _nll(spec, sol: _Solution, log_sigma):
@@ -100,18 +171,20 @@ def _nll(spec, sol: _Solution, log_sigma):
     nll = (0.5 * sol.n * LOG_2PI + sol.n * log_sigma + 0.5 * sol.rss * jnp.exp(-2.0 * log_sigma)
            + 0.5 * sol.logdet)
     if spec.reml:
-        p = sol.chol_a.shape[0]
-        nll = nll + 0.5 * _linalg.logdet_from_cholesky(sol.chol_a) - p * log_sigma - 0.5 * p * LOG_2PI
+        p = sol.beta0.shape[0]
+        nll = nll + 0.5 * sol.logdet_beta - p * log_sigma - 0.5 * p * LOG_2PI
     return jnp.where(jnp.all(sol.ok), nll, jnp.inf)
 
 
 def marginal(lambda_of, spec, x, data):
-    """``(nll, (beta, u, L, chol_A, C, ok))``: the exact marginal nll (REML or ML) at ``x``."""
+    """``(nll, (beta, u, v, solution))``: the exact marginal nll (REML or ML) at ``x``, with
+    the conditional modes of the spherical ``u`` and ``v``."""
     theta = spec.layout.theta_of(x)
     log_sigma = theta["log_sigma"]
     sol = solve(lambda_of, theta, data, None if spec.reml else spec.layout.beta_of(x))
+    m = lambda_of.n_global
     u = _linalg.solve_upper_t(sol.chol, sol.e[..., None])[..., 0] * jnp.exp(-log_sigma)
-    return _nll(spec, sol, log_sigma), (sol.beta0 + sol.d, u, sol.chol, sol.chol_a, sol.C, sol.ok)
+    return _nll(spec, sol, log_sigma), (sol.beta0 + sol.w[m:], u, sol.w[:m] * jnp.exp(-log_sigma), sol)
 
 
 def profiled_x(lambda_of, spec, lam, data):
@@ -119,24 +192,38 @@ def profiled_x(lambda_of, spec, lam, data):
     ML) where the nll is least given ``Lambda`` (lme4's profiled deviance): ``beta`` the PLS
     solution, ``sigma^2 = rss / (n - p)`` for REML and ``rss / n`` for ML."""
     sol = solve(lambda_of, {"lambda": lam}, data)
-    dof = sol.n - (sol.chol_a.shape[0] if spec.reml else 0)
-    return spec.layout.flat({"lambda": lam, "log_sigma": 0.5 * jnp.log(sol.rss / dof)}, sol.beta0 + sol.d)
+    p = sol.beta0.shape[0]
+    dof = sol.n - (p if spec.reml else 0)
+    beta = sol.beta0 + sol.w[lambda_of.n_global:]
+    return spec.layout.flat({"lambda": lam, "log_sigma": 0.5 * jnp.log(sol.rss / dof)}, beta)
 
 
 def _laplace_state(lambda_of, spec, x, data):
-    """The engine's :class:`Laplace` and :class:`InnerInfo` at ``x``, from the closed form."""
-    nll, (beta, u, chol, chol_a, _, ok) = marginal(lambda_of, spec, x, data)
+    """The engine's :class:`Laplace` and :class:`InnerInfo` at ``x``, from the closed form.
+
+    The engine's border Schur complement ``S`` is over ``(beta, v)`` (REML) or ``v`` (ML),
+    in ``beta`` and the spherical ``v``: ``S = [[A_dd, A_dv sigma], [A_vd sigma, A_vv sigma^2]]
+    / sigma^2`` in the blocks of ``A`` (``v`` first there)."""
+    nll, (beta, u, v, sol) = marginal(lambda_of, spec, x, data)
     sigma = jnp.exp(spec.layout.theta_of(x)["log_sigma"])
-    n = u.shape[0]
-    zeros = jnp.zeros_like
-    if spec.reml:     # the engine's Schur complement S = A / sigma^2
-        beta_int, chol_s = beta, chol_a / sigma
+    m, n = lambda_of.n_global, u.shape[0]
+    A = sol.chol_a @ sol.chol_a.T
+    if spec.reml:
+        order = jnp.concatenate([jnp.arange(m, A.shape[0]), jnp.arange(m)])
+        scale = jnp.concatenate([jnp.full((A.shape[0] - m,), 1.0 / sigma), jnp.ones((m,), A.dtype)])
+        beta_int = beta
     else:
-        beta_int, chol_s = beta[:0], jnp.zeros((0, 0), u.dtype)
-    mode = _laplace.Mode(beta_int, u, u[0, :0])
-    logdet = jnp.sum(_linalg.logdet_from_cholesky(chol)) + _linalg.logdet_from_cholesky(chol_s)
-    step = _laplace.Step(_laplace.Mode(zeros(beta_int), zeros(u), u[0, :0]), ok, jnp.zeros((n,), u.dtype), logdet,
-                         chol, chol_s)
+        order, scale, beta_int = jnp.arange(m), jnp.ones((m,), A.dtype), beta[:0]
+    if order.shape[0]:
+        chol_s, ok_s = _linalg.cholesky(A[order][:, order] * jnp.outer(scale, scale))
+    else:             # ML without global effects: no border
+        chol_s, ok_s = jnp.zeros((0, 0), A.dtype), True
+    ok = sol.ok & ok_s
+    mode = _laplace.Mode(beta_int, u, v)
+    logdet = sol.logdet + (sol.logdet_beta - 2.0 * beta.shape[0] * jnp.log(sigma) if spec.reml else 0.0)
+    zeros = jnp.zeros_like
+    step = _laplace.Step(_laplace.Mode(zeros(beta_int), zeros(u), zeros(v)), ok, jnp.zeros((n,), u.dtype), logdet,
+                         sol.chol, chol_s)
     return _laplace.Laplace(nll, mode, ok, step), _laplace.InnerInfo(ok, jnp.zeros((), jnp.int32))
 
 
@@ -189,7 +276,7 @@ def moment_start(lambda_of, s, lam0):
     sd = jnp.sqrt(jnp.maximum(diag, 1e-4 * jnp.max(diag)))
     corr = jnp.clip(R / jnp.outer(sd, sd), -START_CORR, START_CORR)
     L, pd = _linalg.cholesky(jnp.fill_diagonal(corr, 1.0, inplace=False) * jnp.outer(sd, sd))
-    lam = lambda_of.free(jnp.where(pd, L, jnp.diag(sd)))
+    lam = jnp.where(lambda_of.placed, lambda_of.free(jnp.where(pd, L, jnp.diag(sd))), lam0)
     usable = (m >= 2) & (dof > 0) & (sigma2 > 0) & (jnp.max(diag) > 0) & jnp.all(jnp.isfinite(lam))
     return jnp.where(usable, lam, lam0)
 
@@ -302,5 +389,5 @@ class ClosedForm(Engine):
         return self._nll_beta(x, data)[0]
 
     def mode(self, x, warm, data) -> _laplace.Mode:
-        _, (beta, u, *_) = marginal(self.lambda_of, self, x, data)
-        return _laplace.Mode(beta if self.reml else beta[:0], u, u[0, :0])
+        _, (beta, u, v, _) = marginal(self.lambda_of, self, x, data)
+        return _laplace.Mode(beta if self.reml else beta[:0], u, v)

@@ -185,20 +185,34 @@ class RandomLayout:
 class LambdaMap:
     """``theta -> Lambda`` of a subject (local terms only), and back (``free``): the closed
     form of a Gaussian formula model (:class:`Model`'s ``closed_form``). Equal for equal
-    layouts, so that fits of one structure share one compiled program."""
+    layouts, so that fits of one structure share one compiled program.
+
+    With global terms, ``n_levels`` holds each one's number of levels (in order) and
+    :meth:`border_t` applies ``Lambda_b' = blockdiag(Lambda_g, I)'`` to the border of the
+    arrowhead, the global effects ``v`` (each global term's ``Lambda_t`` per level, levels
+    in order) followed by anything that is not scaled (``beta``).
+    """
 
     layout: RandomLayout
+    n_levels: tuple = ()
 
     def __call__(self, theta):
         return self.layout.local_lambda(theta["lambda"])
 
+    @property
+    def placed(self) -> np.ndarray:
+        """Whether each free entry of ``theta["lambda"]`` is in the subject's ``Lambda``
+        (a local term's); the global terms' are not."""
+        return self.layout._place_local.sum(axis=0) > 0
+
     def free(self, L):
         """``theta["lambda"]`` from a subject's ``Lambda`` (``[..., q, q]``): each free
-        entry the mean of its copies (a least-squares fit of the tied structure)."""
+        entry the mean of its copies (a least-squares fit of the tied structure); 0 for the
+        entries of global terms (:attr:`placed`)."""
         place = self.layout._place_local
         q = self.layout.q
         flat = jnp.reshape(L, L.shape[:-2] + (q * q,))
-        return flat @ place / place.sum(axis=0)
+        return flat @ place / np.maximum(place.sum(axis=0), 1.0)
 
     @property
     def pattern(self) -> np.ndarray:
@@ -206,3 +220,51 @@ class LambdaMap:
         q = self.layout.q
         mask = (self.layout._place_local.sum(axis=1) > 0).reshape(q, q).astype(float)
         return ((mask + mask.T) > 0).astype(float)
+
+    @property
+    def n_global(self) -> int:
+        """``m``, the number of global random effects."""
+        return sum(self.layout.terms[i].k * n for i, n in zip(self.layout.global_terms, self.n_levels))
+
+    def _global_blocks(self, theta):
+        """``[(start, levels, Lambda_t)]`` of each global term's block of ``v``."""
+        out, start = [], 0
+        for i, n in zip(self.layout.global_terms, self.n_levels):
+            k = self.layout.terms[i].k
+            out.append((start, n, self.layout.term_lambda(theta["lambda"], i)))
+            start += k * n
+        return out
+
+    def border_t(self, theta, M):
+        """``Lambda_b' M`` for ``M`` of ``[P, ...]`` (``P >= m``): the rows of each global
+        level's effects multiplied by ``Lambda_t'``, the rows past ``m`` left as they are."""
+        parts, end = [], 0
+        for start, n, lam in self._global_blocks(theta):
+            k = lam.shape[0]
+            block = jnp.reshape(M[start:start + n * k], (n, k) + M.shape[1:])
+            parts.append(jnp.reshape(jnp.einsum("ec,ne...->nc...", lam, block), (n * k,) + M.shape[1:]))
+            end = start + n * k
+        return jnp.concatenate(parts + [M[end:]], axis=0) if parts else M
+
+    def border(self, theta, w):
+        """``Lambda_b w`` for a border vector ``w`` (``[P]``): each global level's effects
+        multiplied by ``Lambda_t``."""
+        parts, end = [], 0
+        for start, n, lam in self._global_blocks(theta):
+            k = lam.shape[0]
+            parts.append(jnp.reshape(jnp.reshape(w[start:start + n * k], (n, k)) @ lam.T, (n * k,)))
+            end = start + n * k
+        return jnp.concatenate(parts + [w[end:]]) if parts else w
+
+    def local_global(self, theta, slot):
+        """``[L, L]``: ``Lambda_g`` restricted to a subject's local slots (``slot``: the global
+        effect of each, ``-1`` unused), for the per-subject nll on statistics."""
+        g = slot.astype(jnp.int32)
+        out = jnp.zeros((g.shape[0], g.shape[0]), theta["lambda"].dtype)
+        for start, n, lam in self._global_blocks(theta):
+            k = lam.shape[0]
+            inside = (g >= start) & (g < start + n * k)
+            e = jnp.where(inside, (g - start) % k, 0)
+            same = inside[:, None] & inside[None, :] & ((g - e)[:, None] == (g - e)[None, :])
+            out = out + jnp.where(same, lam[e[:, None], e[None, :]], 0.0)
+        return out

@@ -197,11 +197,23 @@ class FitResult:
     def bic(self) -> float:
         return self.criterion + math.log(self.n_obs) * self.n_params
 
-    def ranef(self):
-        """Conditional modes of the random effects as a DataFrame (rows: subjects)."""
+    def ranef(self, group: str | None = None):
+        """Conditional modes of the random effects on the reporting scale (lme4's ``ranef``).
+
+        With one grouping factor, a DataFrame (rows: its levels; columns: its effects). A
+        formula fit with several holds one such table per grouping factor, in lme4's order:
+        ``ranef()`` returns them as a dict (lme4's named list), ``ranef(group)`` one of them.
+        A hand-written model's table has the subjects as rows and its ``random_names``.
+        """
         import pandas as pd
 
-        return pd.DataFrame(self.b, index=pd.Index(self.ids, name=self.group), columns=list(self.random_names))
+        tables = self.extra.get("ranef") or {self.group: pd.DataFrame(
+            self.b, index=pd.Index(self.ids, name=self.group), columns=list(self.random_names))}
+        if group is not None:
+            if group not in tables:
+                raise ValueError(f"`group` {group!r} is not a grouping factor of this fit; it has {list(tables)}")
+            return tables[group]
+        return next(iter(tables.values())) if len(tables) == 1 else dict(tables)
 
     def fixef_table(self):
         """Fixed-effects table (Estimate, Std. Error, t value) as a DataFrame."""

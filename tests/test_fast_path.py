@@ -11,6 +11,8 @@ from conftest import ROOT
 @pytest.mark.parametrize("formula, data, method", [
     ("Reaction ~ Days + (Days | Subject)", "sleepstudy", "ML"),
     ("distance ~ age * Sex + (1 | Subject)", str(ROOT / "tests/reference/data/orthodont_sex.csv"), "REML"),
+    ("diameter ~ 1 + (1 | plate) + (1 | sample)", "penicillin", "REML"),      # crossed: global effects
+    pytest.param("diameter ~ 1 + (1 | plate) + (1 | sample)", "penicillin", "ML", marks=pytest.mark.slow),
 ])
 def test_fast_paths_equal_the_per_observation_laplace_engine(formula, data, method):
     fast_model, fast_data, design = admbjax.formula_model(formula, data)
@@ -46,4 +48,46 @@ def test_fast_paths_equal_the_per_observation_laplace_engine(formula, data, meth
     assert float(stats_engine(x)) == pytest.approx(float(slow(x)), rel=1e-11)
     np.testing.assert_allclose(fast.grad(x), slow.grad(x), rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(fast.mode(x).u, slow.mode(x).u, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(fast.mode(x).v, slow.mode(x).v, rtol=1e-8, atol=1e-10)
+    if fast_model.n_global:
+        np.testing.assert_allclose(closed.extra["v"], engine.extra["v"], rtol=1e-6, atol=1e-9)
     assert float(fast(fast.start)) >= float(fast(closed.x)) - 1e-9      # the closed form's start, then its optimum
+
+
+def _crossed_with_slopes(seed=3):
+    """Subjects crossed with items, a correlated random slope on the items (a global term with
+    two effects per level), unbalanced: some pairs missing, some repeated."""
+    rng = np.random.default_rng(seed)
+    rows = [(s, i) for s in range(60) for i in range(6) if rng.random() < 0.8] + [(0, 1), (3, 2), (7, 5)]
+    s, i = np.array(rows).T
+    x = rng.normal(size=len(s))
+    b_item = rng.normal(size=(6, 2)) * [1.0, 0.5]
+    y = 1 + 0.5 * x + rng.normal(size=60)[s] + b_item[i, 0] + b_item[i, 1] * x + rng.normal(size=len(s))
+    import pandas as pd
+    return pd.DataFrame({"y": y, "x": x, "subj": s, "item": i})
+
+
+@pytest.mark.parametrize("method", ["REML", pytest.param("ML", marks=pytest.mark.slow)])
+def test_crossed_closed_form_equals_the_engine_with_vector_global_terms(method):
+    """The closed form's border scaling (each level's Lambda_t over its effects) against the
+    engine on the observations, and the engine on the statistics, away from the optimum."""
+    df = _crossed_with_slopes()
+    formula = "y ~ x + (1 | subj) + (x | item)"
+    fast_model, fast_data, design = admbjax.formula_model(formula, df, categorical=["subj", "item"])
+    slow_model, slow_data, _ = admbjax.formula_model(formula, df, sufficient=False, categorical=["subj", "item"])
+    assert design.group == "subj" and fast_model.n_global == 12 and fast_data.shape[1] == 1
+    fast = admbjax.make_objective(fast_model, fast_data, method)
+    stats_engine = admbjax.make_objective(fast_model, fast_data, method, closed_form=False)
+    slow = admbjax.make_objective(slow_model, slow_data, method)
+    assert fast.closed_form and not stats_engine.closed_form
+    x = fast.x0 + np.linspace(-0.3, 0.4, fast.x0.shape[0])
+    assert float(fast(x)) == pytest.approx(float(slow(x)), rel=1e-11)
+    assert float(stats_engine(x)) == pytest.approx(float(slow(x)), rel=1e-11)
+    np.testing.assert_allclose(fast.grad(x), slow.grad(x), rtol=1e-7, atol=1e-9)
+    mode_fast, mode_slow = fast.mode(x), slow.mode(x)
+    np.testing.assert_allclose(mode_fast.u, mode_slow.u, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(mode_fast.v, mode_slow.v, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(mode_fast.beta, mode_slow.beta, rtol=1e-8, atol=1e-10)
+    fit = admbjax.fit(fast_model, fast_data, method)
+    assert fit.converged and fit.max_abs_grad < 1e-4
+    assert float(slow(fit.x)) == pytest.approx(fit.nll, rel=1e-11)

@@ -21,7 +21,7 @@ from conftest import REFERENCE, reference
 CASES = reference("multilevel")["cases"]
 #: Cases a default run fits (small data); the others are behind the ``slow`` marker.
 FAST = ("pastes_nested_REML", "pastes_nested_ML", "pastes_explicit_REML", "penicillin_REML", "penicillin_ML",
-        "cake_interaction_REML", "cake_nested_REML")
+        "cake_interaction_REML", "cake_nested_REML", "scotssec_slope_REML", "scotssec_uncorr_ML")
 
 
 def _data(name):
@@ -66,6 +66,23 @@ def _check(fit, ref):
             assert mine["sdcor"] == pytest.approx(theirs["sdcor"], abs=1e-3)
     assert fit.extra["groups"] == ref["n_levels"] or \
         sorted(fit.extra["groups"].values()) == sorted(ref["n_levels"].values())
+    _check_ranef(fit, ref)
+
+
+def _check_ranef(fit, ref):
+    """lme4's ranef(m): one table per grouping factor, in lme4's order, levels and columns as
+    lme4 names them; modes to 1e-3 of the effect's spread (a singular term's are ~0)."""
+    tables = fit.ranef()
+    tables = tables if isinstance(tables, dict) else {fit.group: tables}
+    assert list(tables) == [r["group"] for r in ref["ranef"]]
+    for r in ref["ranef"]:
+        mine = fit.ranef(r["group"])
+        assert list(mine.index.astype(str)) == [str(x) for x in r["levels"]]
+        assert list(mine.columns) == list(r["columns"])
+        for name, theirs in r["columns"].items():
+            theirs = np.asarray(theirs)
+            np.testing.assert_allclose(mine[name].to_numpy(), theirs, rtol=1e-3,
+                                       atol=1e-3 * max(np.std(theirs), 1e-3), err_msg=f"{r['group']} {name}")
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=() if n in FAST else pytest.mark.slow) for n in CASES])
