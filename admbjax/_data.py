@@ -35,6 +35,8 @@ class GroupedData:
       local: int32 ``[n_subjects, L]``, the global random effect (0-based, into ``v``) held
         in each local slot, -1 for an unused slot; ``L`` is the most any subject touches.
       n_global: the number of global random effects ``v`` the indices point into.
+      shared: name -> array that belongs to no one subject (summaries over all of them, such
+        as the closed form's border statistics; ``_formula_nll.crossed_totals``).
     """
 
     arrays: Mapping[str, np.ndarray]
@@ -46,6 +48,7 @@ class GroupedData:
     index: Mapping[str, np.ndarray] = field(default_factory=dict)
     local: np.ndarray | None = None
     n_global: int = 0
+    shared: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_subjects(self) -> int:
@@ -64,10 +67,13 @@ class GroupedData:
 
     def tree(self) -> dict[str, Any]:
         """The arrays the compiled objective consumes: a pytree of numpy arrays (with
-        ``"index"`` and ``"local"`` where the data index global random effects)."""
+        ``"index"`` and ``"local"`` where the data index global random effects, and
+        ``"shared"`` where there are :attr:`shared` arrays)."""
         tree = {"arrays": dict(self.arrays), "mask": self.mask, "subject_mask": self.subject_mask}
         if self.local is not None:
             tree.update(index=dict(self.index), local=self.local)
+        if self.shared:
+            tree["shared"] = dict(self.shared)
         return tree
 
     def padded(self, n_subjects: int | None = None, n_max: int | None = None) -> "GroupedData":

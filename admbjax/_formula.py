@@ -30,6 +30,8 @@ from ._data import GroupedData, _list, group_data
 from ._fit import fit
 from ._families import GAUSSIAN as GAUSSIAN_FAMILY
 from ._families import Family, get_family, glm_start, ols
+from ._gaussian import moment_start
+from ._lambda import LambdaMap, RandomLayout, TermLayout
 from ._formula_nll import (crossed_totals, gaussian_crossed_stats_functions, gaussian_stats_functions, lambda_signs,
                            model_functions, subject_totals)
 from ._model import Model
@@ -586,9 +588,32 @@ def formula_model(formula: str, data, family="gaussian", categorical=(), na_acti
                              **({"global_index": st.global_index, "n_global": st.n_global} if st.n_global else {}))
     if closed and st.n_global:
         nll, report, ranef, global_nll = gaussian_crossed_stats_functions(st.layout, n_levels)
-        model = replace(model, nll=nll, global_nll=global_nll)
+        model = replace(model, nll=nll, global_nll=global_nll, theta=dict(model.theta, **{"lambda": _global_start(d, theta0)}))
         grouped = _crossed_stats_data(d, grouped)
     return model, grouped, d
+
+
+def _global_start(d: Design, theta0: dict) -> np.ndarray:
+    """``theta["lambda"]`` with each global (crossed) term's entries at the moment estimate
+    of that term alone (``_gaussian.moment_start`` with its factor as the subjects), the
+    residual variance within its levels as ``sigma^2``; the local terms' entries as in
+    ``theta0`` (the closed form estimates those itself). Newton's method converges in a few
+    steps from there, where lme4's start (``Lambda = I``) can lie where the nll is not convex
+    in the crossed terms' parameters (InstEval: 19 iterations instead of 6)."""
+    st = d.structure
+    lam = np.array(theta0["lambda"], dtype=float)
+    beta0 = ols(d.y, d.X)[0]
+    r = d.y - d.X @ beta0
+    for i in st.layout.global_terms:
+        t, lay = st.terms[i], st.layout.terms[i]
+        f0 = st.layout.offsets[i][0]
+        stats = subject_totals(t.factor.codes, t.factor.n_levels, r, d.X, t.Z)
+        one = LambdaMap(RandomLayout((TermLayout(lay.blocks, 1),)))
+        lam[f0:f0 + lay.n_free] = np.asarray(_moment_start(one, stats, jnp.asarray(lam[f0:f0 + lay.n_free])))
+    return lam
+
+
+_moment_start = jax.jit(moment_start, static_argnums=0)
 
 
 def _stats_data(d: Design, stats: dict) -> GroupedData:
@@ -598,16 +623,21 @@ def _stats_data(d: Design, stats: dict) -> GroupedData:
 
 
 def _crossed_stats_data(d: Design, grouped: GroupedData) -> GroupedData:
-    """The statistics of a Gaussian model with global terms (``_formula_nll.crossed_totals``
-    beside :func:`sufficient_statistics`), from its per-observation data ``grouped``: local
+    """The statistics of a Gaussian model with global terms (:func:`sufficient_statistics`
+    and ``_formula_nll.crossed_totals``), from its per-observation data ``grouped``: local
     slots and the global index as ``grouped`` has them."""
     beta0 = ols(d.y, d.X)[0]
     stats = sufficient_statistics(d, beta0)
     r = grouped.arrays["y"] - grouped.arrays["X"] @ beta0
     st = d.structure
-    names = {(f"Zg{j}", e): f"v{j}_{e}" for j, i in enumerate(st.layout.global_terms) for e in range(len(st.terms[i].names))}
-    stats.update(crossed_totals(grouped, r * grouped.mask, names))
-    return replace(_stats_data(d, stats), local=grouped.local, n_global=grouped.n_global)
+    names, rows_global = {}, {}
+    for j, i in enumerate(st.layout.global_terms):
+        for e in range(len(st.terms[i].names)):
+            names[(f"Zg{j}", e)] = f"v{j}_{e}"
+            rows_global[(j, e)] = (st.global_index[f"v{j}_{e}"], st.global_Z[f"Zg{j}"][:, e])
+    per_subject, shared = crossed_totals(grouped, r * grouped.mask, names, d.X, rows_global)
+    stats.update(per_subject)
+    return replace(_stats_data(d, stats), local=grouped.local, n_global=grouped.n_global, shared=shared)
 
 
 #: Starts besides the default for a family whose likelihood can have several optima (not

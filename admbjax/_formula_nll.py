@@ -158,42 +158,46 @@ def subject_totals(index: np.ndarray, n_slots: int, r, X, Z) -> dict:
 @functools.lru_cache(maxsize=None)
 def gaussian_crossed_stats_functions(layout: RandomLayout, n_levels: tuple):
     """``(nll, report, ranef, global_nll)`` of the Gaussian model with global (crossed) terms
-    on per-subject sufficient statistics (:func:`crossed_totals`): the density of
-    :func:`gaussian_stats_functions` plus the global effects a subject touches, in its local
-    slots (``data["slot"]``: the index into ``v`` of each). With ``b_v = sigma Lambda_g v``
-    at those slots and ``G`` the raw global design of the subject's rows, the residual sum
-    of squares gains ``-2 b_v'G'r + 2 b_v'G'Z b + 2 b_v'G'X d + b_v'G'G b_v``.
-    """
+    on the statistics of :func:`crossed_totals`, which only its closed form
+    (``_gaussian.ClosedForm``) reads: the ``nll`` is a marker, not a density the Laplace
+    engine can integrate (``formula_model(..., sufficient=False)`` gives that one)."""
     lambda_of = LambdaMap(layout, tuple(int(n) for n in n_levels))
-    stats_nll, report, ranef = _gaussian_stats_nll(layout)
-    _, _, _, global_nll = model_functions(GAUSSIAN, layout)
+    _, report, ranef, global_nll = model_functions(GAUSSIAN, layout)
 
     def nll(theta, beta, u, data, v):
-        sigma = jnp.exp(theta["log_sigma"])
-        b = ranef(theta, beta, u)
-        b_v = sigma * lambda_of.local_global(theta, data["slot"][0]) @ v
-        d = beta - data["beta0"]
-        extra = (-2 * data["Gr"] @ b_v + 2 * jnp.einsum("l,ilq,q->i", b_v, data["GZ"], b)
-                 + 2 * jnp.einsum("l,ilp,ip->i", b_v, data["GX"], d) + jnp.einsum("l,ilk,k->i", b_v, data["GG"], b_v))
-        return stats_nll(theta, beta, u, data) + jnp.sum(data["mask"] * 0.5 * extra) / sigma**2
+        raise ValueError(CLOSED_FORM_ONLY)
 
     name_functions(f"gaussian_crossed_stats:{layout}:{n_levels}", nll=nll)
     nll.closed_form = lambda_of
+    nll.closed_form_only = CLOSED_FORM_ONLY
     return nll, report, ranef, global_nll
 
 
-def crossed_totals(grouped, r, names: dict) -> dict:
-    """Each subject's statistics over its local slots of the global effects (``grouped``:
-    the per-observation :class:`GroupedData` with the global index; ``r``: the residual
-    ``y - X beta0`` packed as its rows): ``G'r`` (``[N, L]``), ``G'Z``, ``G'X``, ``G'G``, and
-    ``slot`` (``[N, L]``, the global effect of each slot, -1 unused). ``names``: each
-    global column of the design (``"Zg{j}"``, effect ``e``) -> its index name in ``grouped``.
-    Subjects are taken in chunks, so that the local design ``G`` (``[N, n_max, L]``) is
-    never whole in memory."""
+CLOSED_FORM_ONLY = ("a Gaussian formula model with crossed factors is written on border statistics that only its "
+                    "closed form reads (closed_form=False cannot use them): for the Laplace engine, build the model "
+                    "with formula_model(..., sufficient=False)")
+
+
+def crossed_totals(grouped, r, names: dict, X_rows, rows_global: dict) -> tuple[dict, dict]:
+    """``(per-subject statistics, shared statistics)`` of the global effects for the closed
+    form (``_gaussian``), from the per-observation :class:`GroupedData` ``grouped`` (with
+    the global index) and the residual ``r = y - X beta0`` packed as its rows.
+
+    Per subject, over its ``L`` local slots of ``v`` (``G``: the raw global design of its rows):
+    ``Gr = G'r`` (``[N, L]``), ``GZ = G'Z`` (``[N, L, q]``) and ``slot`` (the global effect of
+    each slot, -1 unused). Shared, over the border ``(v, beta)`` (``P = m + p`` entries):
+    ``gram``, ``B'B`` of the raw border design of all rows (``[P, P]``), and the pairs of
+    local border entries that each subject's ``Z'B`` couples: ``pair_target`` (the flat
+    position ``P a + b`` of each pair, ``a`` and ``b`` once each way), ``pair_subject`` and
+    ``pair_zz`` (``[pairs, q, q]``: ``(Z'B)[:, a] (Z'B)[:, b]'``). ``names``: each global column
+    (``"Zg{j}"``, effect ``e``) -> its index name in ``grouped``; ``X_rows`` and
+    ``rows_global`` (name -> each row's global index) give the gram from the rows.
+    """
     n, n_max = grouped.shape
-    L = grouped.local.shape[1]
+    m, L = grouped.n_global, grouped.local.shape[1]
     X, Z = grouped.arrays["X"], grouped.arrays["Z"]
-    out = {k: [] for k in ("Gr", "GZ", "GX", "GG")}
+    q, p = Z.shape[-1], X.shape[-1]
+    gr, gz = [], []
     chunk = max(1, int(2e7 // max(1, n_max * L)))
     for lo in range(0, n, chunk):
         hi = min(n, lo + chunk)
@@ -202,10 +206,40 @@ def crossed_totals(grouped, r, names: dict) -> dict:
         for (column, e), name in names.items():
             np.add.at(G, (sub, row, grouped.index[name][lo:hi]), grouped.arrays[column][lo:hi, :, e])
         Gt = np.swapaxes(G, 1, 2)
-        out["Gr"].append(np.einsum("nlm,nm->nl", Gt, r[lo:hi]))
-        out["GZ"].append(Gt @ Z[lo:hi])
-        out["GX"].append(Gt @ X[lo:hi])
-        out["GG"].append(Gt @ G)
-    stats = {k: np.concatenate(v) for k, v in out.items()}
-    stats["slot"] = grouped.local.astype(float)
-    return stats
+        gr.append(np.einsum("nlm,nm->nl", Gt, r[lo:hi]))
+        gz.append(Gt @ Z[lo:hi])
+    per_subject = {"Gr": np.concatenate(gr), "GZ": np.concatenate(gz), "slot": grouped.local.astype(float)}
+    zb = np.concatenate([per_subject["GZ"], np.einsum("nmp,nmq->npq", X, Z)], axis=1)      # [N, L + p, q]
+    shared = dict(_pairs(grouped.local, m, p, zb), gram=_gram(X_rows, rows_global, m))
+    return per_subject, shared
+
+
+def _pairs(local, m: int, p: int, zb) -> dict:
+    """:func:`crossed_totals`' pair lists: every pair ``(a, b)`` of a subject's used local
+    border entries with ``a <= b`` (the closed form adds the transpose)."""
+    n = local.shape[0]
+    pos = np.concatenate([np.where(local >= 0, local, -1), np.broadcast_to(m + np.arange(p), (n, p))], axis=1)
+    used = pos >= 0
+    K = pos.shape[1]
+    upper = np.triu(np.ones((K, K), bool))
+    i, a, b = np.nonzero(used[:, :, None] & used[:, None, :] & upper)
+    size = m + p
+    return {"pair_target": (pos[i, a] * size + pos[i, b]).astype(np.int64), "pair_subject": i.astype(np.int64),
+            "pair_zz": zb[i, a, :, None] * zb[i, b, None, :]}
+
+
+def _gram(X, rows_global: dict, m: int):
+    """``B'B`` (``[m + p, m + p]``) of the raw border design ``B = (G, X)`` of all rows:
+    ``rows_global`` maps each global column to ``(each row's index into v, its value)``."""
+    p = X.shape[1]
+    size = m + p
+    gram = np.zeros((size, size))
+    cols = list(rows_global.values())
+    for idx1, z1 in cols:
+        for idx2, z2 in cols:
+            gram[:m, :m] += np.bincount(idx1 * m + idx2, weights=z1 * z2, minlength=m * m).reshape(m, m)
+        for j in range(p):
+            gram[:m, m + j] += np.bincount(idx1, weights=z1 * X[:, j], minlength=m)
+    gram[m:, :m] = gram[:m, m:].T
+    gram[m:, m:] = X.T @ X
+    return gram

@@ -59,29 +59,28 @@ from ._engine import Engine, central_differences, fd_shifts
 #: The per-subject sufficient statistics the formula front end writes (``_formula``).
 STATS = ("n", "rr", "Xr", "Zr", "XX", "XZ", "ZZ")
 #: With global (crossed) effects, each subject's statistics over its local slots of ``v``
-#: (``G``: the raw design of the global terms, a subject's ``L`` slots; ``_formula_nll``).
-GLOBAL_STATS = ("Gr", "GZ", "GX", "GG")
+#: (``G``: the raw design of the global terms, a subject's ``L`` slots), beside the shared
+#: ones over the whole border (``_formula_nll.crossed_totals``).
+GLOBAL_STATS = ("Gr", "GZ")
 
 
 def totals(data):
     """Per-subject statistics summed over their rows (``[N, ...]``), and ``beta0``."""
     w = data["mask"] * data["subject_mask"][:, None]
-    keys = STATS + (GLOBAL_STATS if "GG" in data["arrays"] else ())
+    keys = STATS + (GLOBAL_STATS if "GZ" in data["arrays"] else ())
     s = {k: jnp.einsum("nm,nm...->n...", w, data["arrays"][k]) for k in keys}
     beta0 = jnp.einsum("nm,nmp->p", w, data["arrays"]["beta0"]) / jnp.sum(w)
     return s, beta0
 
 
 def _border_stats(s):
-    """``(B'r [N, P_L], Z'B [N, q, P_L], B'B [N, P_L, P_L])`` of each subject's local border
-    ``B = (G, X)``: its slots of the global effects (none without them), then ``X``."""
-    if "GG" not in s:
-        return s["Xr"], jnp.swapaxes(s["XZ"], 1, 2), s["XX"]
+    """``(B'r [N, P_L], Z'B [N, q, P_L])`` of each subject's local border ``B = (G, X)``: its
+    slots of the global effects (none without them), then ``X``."""
+    if "GZ" not in s:
+        return s["Xr"], jnp.swapaxes(s["XZ"], 1, 2)
     br = jnp.concatenate([s["Gr"], s["Xr"]], axis=1)
     zb = jnp.swapaxes(jnp.concatenate([s["GZ"], s["XZ"]], axis=1), 1, 2)
-    bb = jnp.concatenate([jnp.concatenate([s["GG"], s["GX"]], axis=2),
-                          jnp.concatenate([jnp.swapaxes(s["GX"], 1, 2), s["XX"]], axis=2)], axis=1)
-    return br, zb, bb
+    return br, zb
 
 
 class _PLS(NamedTuple):
@@ -99,30 +98,42 @@ class _PLS(NamedTuple):
 
 
 def pls(lambda_of, theta, data, s) -> _PLS:
-    """:class:`_PLS` at ``theta``: each subject's ``M_i = L_i L_i'`` eliminated, its
-    contributions to the border added at their positions (``_laplace.border_sum2``), and the
-    border scaled by ``Lambda_b`` once, outside the sum over subjects."""
+    """:class:`_PLS` at ``theta``: each subject's ``M_i = L_i L_i'`` eliminated, the border
+    scaled by ``Lambda_b`` once, outside the sum over subjects.
+
+    With global effects the sum ``sum_i P_i'C_i'C_i P_i`` runs over the pairs of border
+    entries each subject couples (``data["shared"]``, :func:`_formula_nll.crossed_totals`):
+    ``C_i'C_i = (Z_i'B_i)' Q_i (Z_i'B_i)`` with ``Q_i = Lambda M_i^{-1} Lambda'``, so a pair's
+    share is ``<Q_i, pair_zz>``, added at its position (a segment sum); the raw ``B'B`` of
+    all rows is ``gram``. No subject's ``P_L x P_L`` block is formed.
+    """
     lam = lambda_of(theta)
     q = lam.shape[0]
-    br, zb, bb = _border_stats(s)
+    br, zb = _border_stats(s)
     chol, ok = _linalg.cholesky(jnp.einsum("ji,njk,kl->nil", lam, s["ZZ"], lam) + jnp.eye(q, dtype=lam.dtype))
     c = _linalg.solve_lower(chol, jnp.einsum("ji,nj->ni", lam, s["Zr"])[..., None])[..., 0]
     C = _linalg.solve_lower(chol, jnp.einsum("ji,njb->nib", lam, zb))
-    t_loc = bb - jnp.einsum("nqb,nqc->nbc", C, C)
     a_loc = br - jnp.einsum("nqb,nq->nb", C, c)
     m = lambda_of.n_global
     if m:
         p = s["Xr"].shape[1]
-        local = data["local"]          # the border: v, then beta (unused slots: m + p, dropped)
-        index = jnp.concatenate([jnp.where(local >= 0, local, m + p),
+        local, shared = data["local"], data["shared"]
+        index = jnp.concatenate([jnp.where(local >= 0, local, m + p),        # the border: v, then beta
                                  jnp.broadcast_to(m + jnp.arange(p, dtype=local.dtype), (local.shape[0], p))], axis=1)
-        T = _laplace.border_sum2(t_loc, index, m + p)
+        W = _linalg.solve_lower(chol, jnp.broadcast_to(lam.T, chol.shape))   # L_i^{-1} Lambda'
+        Q = jnp.einsum("nji,njk->nik", W, W)
+        Q_pairs = jnp.take(Q, shared["pair_subject"], axis=0, indices_are_sorted=True)     # pairs by subject
+        share = jnp.einsum("rjk,rjk->r", Q_pairs, shared["pair_zz"])
+        U = jax.ops.segment_sum(share, shared["pair_target"], num_segments=(m + p) ** 2).reshape(m + p, m + p)
+        T = shared["gram"] - (U + U.T - jnp.diag(jnp.diagonal(U)))
         t = _laplace.border_sum(a_loc, index, m + p)
         A = lambda_of.border_t(theta, lambda_of.border_t(theta, T).T) + jnp.diag(
             jnp.concatenate([jnp.ones((m,), T.dtype), jnp.zeros((p,), T.dtype)]))
         a = lambda_of.border_t(theta, t)
     else:
-        index, A, a = None, jnp.sum(t_loc, 0), jnp.sum(a_loc, 0)
+        index = None
+        A = jnp.sum(s["XX"], 0) - jnp.einsum("nqb,nqc->bc", C, C)
+        a = jnp.sum(a_loc, 0)
     r0 = jnp.sum(s["rr"]) - jnp.sum(c * c)
     return _PLS(chol, ok, c, C, 0.5 * (A + A.T), a, r0, index)
 
@@ -144,26 +155,42 @@ class _Solution(NamedTuple):
 
 def solve(lambda_of, theta, data, beta=None):
     """:class:`_Solution` at ``theta``; ``beta=None`` takes the PLS minimiser ``A^{-1} a``;
-    a given ``beta`` (ML) takes ``v`` at its minimiser given ``beta``."""
+    a given ``beta`` (ML) takes ``v`` at its minimiser given ``beta``.
+
+    The rss at the minimiser and the log determinants come from ``_linalg.logdet_quad``
+    (``r0 - a'A^{-1}a`` and ``log det A`` for REML; for ML, with ``h = a_v - A_vd d``,
+    ``r0 - 2 d'a_d + d'A_dd d - h'A_vv^{-1}h`` and ``log det A_vv``), whose derivatives cost one
+    inverse of the border's matrix; the solution ``w`` gives the modes (and REML's ``beta``).
+    """
     s, beta0 = totals(data)
     sys = pls(lambda_of, theta, data, s)
     m = lambda_of.n_global
-    chol_a, ok_a = _linalg.cholesky(sys.A)
+    A, a = sys.A, sys.a
+    chol_a, ok_a = _linalg.cholesky(A)          # for the modes (and inference), not for the nll
+    log_diag = 2.0 * jnp.log(jnp.diagonal(chol_a))
     if beta is None:
-        w = _linalg.cho_solve(chol_a, sys.a)
+        logdet_a, quad = _linalg.logdet_quad(A, a)
+        rss = sys.r0 - quad
+        logdet_v = jax.lax.stop_gradient(jnp.sum(log_diag[:m]))     # cancels in the REML nll
+        logdet_beta = logdet_a - logdet_v
+        w = _linalg.cho_solve(chol_a, a)
     else:
         d = beta - beta0
-        v = (_linalg.cho_solve(chol_a[:m, :m], sys.a[:m] - sys.A[:m, m:] @ d) if m
-             else jnp.zeros((0,), d.dtype))     # the leading block of chol(A) is chol(A_vv)
+        h = a[:m] - A[:m, m:] @ d
+        rss = sys.r0 - 2.0 * jnp.dot(d, a[m:]) + d @ A[m:, m:] @ d
+        if m:
+            logdet_v, quad = _linalg.logdet_quad(A[:m, :m], h)
+            rss = rss - quad
+            v = _linalg.cho_solve(chol_a[:m, :m], h)       # chol(A)'s leading block is chol(A_vv)
+        else:
+            logdet_v, v = jnp.zeros((), A.dtype), jnp.zeros((0,), A.dtype)
         w = jnp.concatenate([v, d])
-    rss = sys.r0 - 2.0 * jnp.dot(w, sys.a) + w @ sys.A @ w
+        logdet_beta = jnp.sum(log_diag[m:])
     w_raw = lambda_of.border(theta, w)
     w_loc = w_raw[None, :] if sys.index is None else _laplace.border_gather(w_raw, sys.index)
     e = sys.c - jnp.einsum("nqb,nb->nq", sys.C, jnp.broadcast_to(w_loc, sys.C.shape[:1] + sys.C.shape[2:]))
-    log_diag = 2.0 * jnp.log(jnp.diagonal(chol_a))
-    logdet = jnp.sum(_linalg.logdet_from_cholesky(sys.chol)) + jnp.sum(log_diag[:m])
-    return _Solution(jnp.sum(s["n"]), beta0, w, e, rss, logdet, jnp.sum(log_diag[m:]), sys.chol, chol_a,
-                     sys.ok & ok_a)
+    logdet = jnp.sum(_linalg.logdet_from_cholesky(sys.chol)) + logdet_v
+    return _Solution(jnp.sum(s["n"]), beta0, w, e, rss, logdet, logdet_beta, sys.chol, chol_a, sys.ok & ok_a)
 
 
 def _nll(spec, sol: _Solution, log_sigma):
@@ -338,13 +365,19 @@ class ClosedForm(Engine):
 
     lambda_of: Callable | None = None
 
-    #: Newton's method with an exact Hessian every step, no eigendecompositions (a fit alone
-    #: and the same fit in a batch take the same steps), and differences whose accuracy does
-    #: not depend on their steps (the nll is quadratic in ``beta``).
-    costly_hessian = False
-    modify_steps = False
+    #: Without global effects: Newton's method with an exact Hessian every step, no
+    #: eigendecompositions (a fit alone and the same fit in a batch take the same steps), and
+    #: differences whose accuracy does not depend on their steps (the nll is quadratic in
+    #: ``beta``). With global effects (crossed factors, never batched) the nll need not be
+    #: convex where the fit starts: steps follow negative curvature downhill, as the engine's.
     relength = False
     closed_form = True
+
+    costly_hessian = False
+
+    @property
+    def modify_steps(self) -> bool:
+        return self.n_global > 0
 
     def _nll_beta(self, x, data):
         return _nll_beta(self.lambda_of, self, x, data)

@@ -35,10 +35,14 @@ from ._scope import scoped
 
 def objective_spec(model: Model, method: str, options: Options, batched: bool = False) -> Engine:
     """The static objective of ``model``: the closed form where its ``nll`` has one (and
-    ``options.closed_form``), else the Laplace engine."""
+    ``options.closed_form``), else the Laplace engine (refused, with the reason, for an nll
+    whose ``closed_form_only`` says that only its closed form can read its data)."""
     lambda_of = getattr(model.nll, "closed_form", None)
     if lambda_of is not None and options.closed_form:
         return ClosedForm.of(model, method, options, batched, lambda_of=lambda_of)
+    only = getattr(model.nll, "closed_form_only", None)     # why the engine cannot integrate this nll
+    if only:
+        raise ValueError(only)
     return Engine.of(model, method, options, batched)
 
 

@@ -1,11 +1,12 @@
 # Peer fits for benchmarks/bench_crossed.py: lme4::lmer on crossed designs.
 #
 # Usage:  Rscript benchmarks/crossed_peers.R export OUT.csv      (writes lme4::InstEval)
-#         Rscript benchmarks/crossed_peers.R fit DATA.csv REML|ML
+#         Rscript benchmarks/crossed_peers.R fit DATA.csv FORMULA REML|ML
 #
-# `fit` times lmer(y ~ service + (1 | s) + (1 | d) + (1 | dept:service)) (system.time
-# elapsed, one fit, the fitting call only) and reports the peak resident memory of the whole
-# R process (VmHWM of /proc/self/status). Prints one JSON object on stdout.
+# `fit` times lmer(FORMULA) (system.time elapsed, one fit, the fitting call only; the
+# columns other than y and x are factors, service as in InstEval) and reports the peak
+# resident memory of the whole R process (VmHWM of /proc/self/status). Prints one JSON
+# object on stdout.
 
 suppressPackageStartupMessages({ library(jsonlite); library(lme4) })
 args <- commandArgs(trailingOnly = TRUE)
@@ -16,10 +17,12 @@ if (args[[1]] == "export") {
   write.csv(out, args[[2]], row.names = FALSE)
   quit(save = "no")
 }
-d <- read.csv(args[[2]], colClasses = c(s = "character", d = "character", dept = "character"))
-d$service <- factor(d$service)
-reml <- args[[3]] == "REML"
-t <- system.time(fit <- lmer(y ~ service + (1 | s) + (1 | d) + (1 | dept:service), d, REML = reml))[["elapsed"]]
+d <- read.csv(args[[2]], colClasses = "character")
+d$y <- as.numeric(d$y)
+if ("x" %in% names(d)) d$x <- as.numeric(d$x)
+for (col in setdiff(names(d), c("y", "x"))) d[[col]] <- factor(d[[col]])
+reml <- args[[4]] == "REML"
+t <- system.time(fit <- lmer(as.formula(args[[3]]), d, REML = reml))[["elapsed"]]
 status <- readLines("/proc/self/status")
 hwm <- as.numeric(gsub("[^0-9]", "", status[grepl("^VmHWM", status)])) / 1024
 vc <- as.data.frame(VarCorr(fit))
