@@ -140,15 +140,26 @@ def _cost(sizes: tuple, subject: Factor, n_rows: int, n_fixed: int) -> float:
     return n_rows * d + subject.n_levels * d ** 3 + border ** 3 / 3.0
 
 
+#: A factor that nests every other is the subject unless another is this many times cheaper
+#: (:func:`_cost`): lme4's grouseticks, ``(1 | BROOD) + (1 | INDEX) + (1 | LOCATION)`` with one
+#: INDEX level per row, nests all in LOCATION with up to 32 effects per subject, where BROOD as
+#: the subject (INDEX nested in it, LOCATION global) costs a sixth as much.
+NESTED_COST_RATIO = 4.0
+
+
 def choose_subject(terms, n_rows: int, n_fixed: int) -> Factor:
     """The grouping factor to fit by (see the module's docstring): one that nests every
-    other (no global effects: separable, and a Gaussian model keeps its closed form) where
-    its block is at most :data:`MAX_NESTED_Q`; else the cheapest by :func:`_cost`; ties to the
-    factor with more levels."""
+    other (no global effects: separable) where its block is at most :data:`MAX_NESTED_Q`
+    and no factor is :data:`NESTED_COST_RATIO` times cheaper by :func:`_cost`; else the
+    cheapest; ties to the factor with more levels."""
     factors = factors_of(terms)
     sizes = {f.name: _sizes(terms, f) for f in factors}
+    key = lambda f: (_cost(sizes[f.name], f, n_rows, n_fixed), -f.n_levels)
+    cheapest = min(factors, key=key)
     nesting = [f for f in factors if sizes[f.name][1] == 0 and sizes[f.name][0] <= MAX_NESTED_Q]
-    return min(nesting or factors, key=lambda f: (_cost(sizes[f.name], f, n_rows, n_fixed), -f.n_levels))
+    if nesting and key(min(nesting, key=key))[0] <= NESTED_COST_RATIO * key(cheapest)[0]:
+        return min(nesting, key=key)
+    return cheapest
 
 
 @dataclass(frozen=True, eq=False)

@@ -10,7 +10,8 @@ from conftest import ROOT
 
 @pytest.mark.parametrize("formula, data, method", [
     ("Reaction ~ Days + (Days | Subject)", "sleepstudy", "ML"),
-    ("distance ~ age * Sex + (1 | Subject)", str(ROOT / "tests/reference/data/orthodont_sex.csv"), "REML"),
+    pytest.param("distance ~ age * Sex + (1 | Subject)", str(ROOT / "tests/reference/data/orthodont_sex.csv"), "REML",
+                 marks=pytest.mark.slow),      # REML's closed form = engine: test_multilevel's nested case too
     ("diameter ~ 1 + (1 | plate) + (1 | sample)", "penicillin", "REML"),      # crossed: global effects
     pytest.param("diameter ~ 1 + (1 | plate) + (1 | sample)", "penicillin", "ML", marks=pytest.mark.slow),
 ])
