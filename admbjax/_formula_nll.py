@@ -183,22 +183,22 @@ def crossed_totals(grouped, r, names: dict, X_rows, rows_global: dict) -> tuple[
     form (``_gaussian``), from the per-observation :class:`GroupedData` ``grouped`` (with
     the global index) and the residual ``r = y - X beta0`` packed as its rows.
 
-    Per subject, over its ``L`` local slots of ``v`` (``G``: the raw global design of its rows):
-    ``Gr = G'r`` (``[N, L]``), ``GZ = G'Z`` (``[N, L, q]``) and ``slot`` (the global effect of
-    each slot, -1 unused). Shared, over the border ``(v, beta)`` (``P = m + p`` entries):
-    ``gram``, ``B'B`` of the raw border design of all rows (``[P, P]``), and the pairs of
-    local border entries that each subject's ``Z'B`` couples: ``pair_target`` (the flat
-    position ``P a + b`` of each pair, ``a`` and ``b`` once each way), ``pair_subject`` and
-    ``pair_zz`` (``[pairs, q, q]``: ``(Z'B)[:, a] (Z'B)[:, b]'``). ``names``: each global column
+    Per subject, over its ``L`` local slots of ``v`` (``grouped.local``; ``G``: the raw global
+    design of its rows): ``Gr = G'r`` (``[N, L]``) and ``GZ = G'Z`` (``[N, L, q]``). Shared,
+    over the border ``(v, beta)`` (``P = m + p`` entries): ``gram``, ``B'B`` of the raw border
+    design of all rows (``[P, P]``), and the pairs of local border entries that each
+    subject's ``Z'B`` couples, each unordered pair once: ``pair_target`` (the flat position
+    ``P a + b`` of the pair's border entries), ``pair_subject`` and ``pair_zz``
+    (``[pairs, q, q]``: ``(Z'B)[:, a] (Z'B)[:, b]'``). ``names``: each global column
     (``"Zg{j}"``, effect ``e``) -> its index name in ``grouped``; ``X_rows`` and
     ``rows_global`` (name -> each row's global index) give the gram from the rows.
     """
     n, n_max = grouped.shape
     m, L = grouped.n_global, grouped.local.shape[1]
     X, Z = grouped.arrays["X"], grouped.arrays["Z"]
-    q, p = Z.shape[-1], X.shape[-1]
+    p = X.shape[-1]
     gr, gz = [], []
-    chunk = max(1, int(2e7 // max(1, n_max * L)))
+    chunk = max(1, int(4e6 // max(1, n_max * L)))          # G of a chunk: at most 32 MB
     for lo in range(0, n, chunk):
         hi = min(n, lo + chunk)
         G = np.zeros((hi - lo, n_max, L))
@@ -208,7 +208,7 @@ def crossed_totals(grouped, r, names: dict, X_rows, rows_global: dict) -> tuple[
         Gt = np.swapaxes(G, 1, 2)
         gr.append(np.einsum("nlm,nm->nl", Gt, r[lo:hi]))
         gz.append(Gt @ Z[lo:hi])
-    per_subject = {"Gr": np.concatenate(gr), "GZ": np.concatenate(gz), "slot": grouped.local.astype(float)}
+    per_subject = {"Gr": np.concatenate(gr), "GZ": np.concatenate(gz)}
     zb = np.concatenate([per_subject["GZ"], np.einsum("nmp,nmq->npq", X, Z)], axis=1)      # [N, L + p, q]
     shared = dict(_pairs(grouped.local, m, p, zb), gram=_gram(X_rows, rows_global, m))
     return per_subject, shared

@@ -255,16 +255,3 @@ class LambdaMap:
             parts.append(jnp.reshape(jnp.reshape(w[start:start + n * k], (n, k)) @ lam.T, (n * k,)))
             end = start + n * k
         return jnp.concatenate(parts + [w[end:]]) if parts else w
-
-    def local_global(self, theta, slot):
-        """``[L, L]``: ``Lambda_g`` restricted to a subject's local slots (``slot``: the global
-        effect of each, ``-1`` unused), for the per-subject nll on statistics."""
-        g = slot.astype(jnp.int32)
-        out = jnp.zeros((g.shape[0], g.shape[0]), theta["lambda"].dtype)
-        for start, n, lam in self._global_blocks(theta):
-            k = lam.shape[0]
-            inside = (g >= start) & (g < start + n * k)
-            e = jnp.where(inside, (g - start) % k, 0)
-            same = inside[:, None] & inside[None, :] & ((g - e)[:, None] == (g - e)[None, :])
-            out = out + jnp.where(same, lam[e[:, None], e[None, :]], 0.0)
-        return out
