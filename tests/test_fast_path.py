@@ -2,6 +2,7 @@
 the closed-form likelihood (``admbjax._gaussian``) that formula fits use by default."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import admbjax
@@ -69,7 +70,6 @@ def _crossed_with_slopes(seed=3):
     x = rng.normal(size=len(s))
     b_item = rng.normal(size=(6, 2)) * [1.0, 0.5]
     y = 1 + 0.5 * x + rng.normal(size=60)[s] + b_item[i, 0] + b_item[i, 1] * x + rng.normal(size=len(s))
-    import pandas as pd
     return pd.DataFrame({"y": y, "x": x, "subj": s, "item": i})
 
 
