@@ -572,9 +572,10 @@ def formula_model(formula: str, data, family="gaussian", categorical=(), na_acti
     theta0, beta0 = initial_values(d, fam, start)
     closed = sufficient and fam is GAUSSIAN_FAMILY
     n_levels = tuple(st.terms[i].factor.n_levels for i in st.layout.global_terms)
+    beta_ls = ols(d.y, d.X)[0] if closed else None       # the statistics' beta0: least squares
     if closed and not st.n_global:
         nll, report, ranef = gaussian_stats_functions(st.layout)
-        grouped = _stats_data(d, sufficient_statistics(d, ols(d.y, d.X)[0]))
+        grouped = _stats_data(d, sufficient_statistics(d, beta_ls))
     model = Model(nll=nll, theta=theta0, beta=beta0, n_random=d.Z.shape[1],
                   report=report, ranef=ranef, beta_names=d.beta_names, random_names=d.random_names,
                   group=d.group, family=fam.name, formula=formula, signs=lambda_signs(st.layout, n_levels),
@@ -589,23 +590,22 @@ def formula_model(formula: str, data, family="gaussian", categorical=(), na_acti
     if closed and st.n_global:
         nll, report, ranef, global_nll = gaussian_crossed_stats_functions(st.layout, n_levels)
         theta = dict(model.theta)
-        theta["lambda"] = _global_start(d, theta0)
+        theta["lambda"] = _global_start(d, theta0, beta_ls)
         model = replace(model, nll=nll, global_nll=global_nll, theta=theta)
-        grouped = _crossed_stats_data(d, grouped)
+        grouped = _crossed_stats_data(d, grouped, beta_ls)
     return model, grouped, d
 
 
-def _global_start(d: Design, theta0: dict) -> np.ndarray:
+def _global_start(d: Design, theta0: dict, beta_ls: np.ndarray) -> np.ndarray:
     """``theta["lambda"]`` with each global (crossed) term's entries at the moment estimate
     of that term alone (``_gaussian.moment_start`` with its factor as the subjects), the
     residual variance within its levels as ``sigma^2``; the local terms' entries as in
     ``theta0`` (the closed form estimates those itself). Newton's method converges in a few
     steps from there, where lme4's start (``Lambda = I``) can lie where the nll is not convex
-    in the crossed terms' parameters."""
+    in the crossed terms' parameters. ``beta_ls``: the least-squares ``beta``."""
     st = d.structure
     lam = np.array(theta0["lambda"], dtype=float)
-    beta0 = ols(d.y, d.X)[0]
-    r = d.y - d.X @ beta0
+    r = d.y - d.X @ beta_ls
     for i in st.layout.global_terms:
         t, lay = st.terms[i], st.layout.terms[i]
         f0 = st.layout.offsets[i][0]
@@ -624,11 +624,10 @@ def _stats_data(d: Design, stats: dict) -> GroupedData:
     return group_data(stats, np.asarray(levels, dtype=object), levels=levels, observations=len(d.y))
 
 
-def _crossed_stats_data(d: Design, grouped: GroupedData) -> GroupedData:
+def _crossed_stats_data(d: Design, grouped: GroupedData, beta0: np.ndarray) -> GroupedData:
     """The statistics of a Gaussian model with global terms (:func:`sufficient_statistics`
-    and ``_formula_nll.crossed_totals``), from its per-observation data ``grouped``: local
-    slots and the global index as ``grouped`` has them."""
-    beta0 = ols(d.y, d.X)[0]
+    and ``_formula_nll.crossed_totals``, about ``beta0``, least squares), from its
+    per-observation data ``grouped``: local slots and the global index as ``grouped`` has them."""
     stats = sufficient_statistics(d, beta0)
     r = grouped.arrays["y"] - grouped.arrays["X"] @ beta0
     st = d.structure

@@ -149,7 +149,8 @@ class _Solution(NamedTuple):
     logdet: jax.Array    # sum_i log det M_i + log det A_vv: the random effects' (u, v) factor
     logdet_beta: jax.Array   # log det of A's Schur complement on beta (REML's term)
     chol: jax.Array      # L_i
-    chol_a: jax.Array    # Cholesky factor of A (v first, then beta)
+    A: jax.Array         # the border's matrix (v first, then beta)
+    chol_a: jax.Array    # its Cholesky factor
     ok: jax.Array        # [N] every factorisation succeeded
 
 
@@ -190,7 +191,7 @@ def solve(lambda_of, theta, data, beta=None):
     w_loc = w_raw[None, :] if sys.index is None else _laplace.border_gather(w_raw, sys.index)
     e = sys.c - jnp.einsum("nqb,nb->nq", sys.C, jnp.broadcast_to(w_loc, sys.C.shape[:1] + sys.C.shape[2:]))
     logdet = jnp.sum(_linalg.logdet_from_cholesky(sys.chol)) + logdet_v
-    return _Solution(jnp.sum(s["n"]), beta0, w, e, rss, logdet, logdet_beta, sys.chol, chol_a, sys.ok & ok_a)
+    return _Solution(jnp.sum(s["n"]), beta0, w, e, rss, logdet, logdet_beta, sys.chol, A, chol_a, sys.ok & ok_a)
 
 
 def _nll(spec, sol: _Solution, log_sigma):
@@ -233,8 +234,7 @@ def _laplace_state(lambda_of, spec, x, data):
     / sigma^2`` in the blocks of ``A`` (``v`` first there)."""
     nll, (beta, u, v, sol) = marginal(lambda_of, spec, x, data)
     sigma = jnp.exp(spec.layout.theta_of(x)["log_sigma"])
-    m, n = lambda_of.n_global, u.shape[0]
-    A = sol.chol_a @ sol.chol_a.T
+    m, n, A = lambda_of.n_global, u.shape[0], sol.A
     if spec.reml:
         order = jnp.concatenate([jnp.arange(m, A.shape[0]), jnp.arange(m)])
         scale = jnp.concatenate([jnp.full((A.shape[0] - m,), 1.0 / sigma), jnp.ones((m,), A.dtype)])
@@ -388,8 +388,8 @@ class ClosedForm(Engine):
         if not self.n_global:
             start = profiled_x(self.lambda_of, self, lam_moments, data)
             return jnp.where(jnp.all(jnp.isfinite(start)), start, x0)
-        # the subject's moment estimate counts the crossed effects as noise (Penicillin: 0.15
-        # for an optimum of 1.54): the lower profiled nll of it and of x0's Lambda starts
+        # the subject's moment estimate counts the crossed effects as noise, which can put it
+        # far below the optimum: the lower profiled nll of it and of x0's Lambda starts
         starts = jax.lax.map(lambda lam: profiled_x(self.lambda_of, self, lam, data), jnp.stack([lam_moments, lam_x0]))
         values = jax.lax.map(lambda x: self._nll_beta(x, data)[0], starts)
         values = jnp.where(jnp.all(jnp.isfinite(starts), axis=1), values, jnp.inf)
